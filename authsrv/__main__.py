@@ -1,0 +1,5 @@
+import sys
+
+from authsrv.cli import main
+
+sys.exit(main())

@@ -1,0 +1,193 @@
+"""Administrative operations on the store: products, stores, terminals, card issue, card view.
+
+Each runs in its own write transaction (LMDB serialises it with a running host's writer).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import os
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from authsrv.engine import card_expired
+from authsrv.model import Card, CardState, Product, Store, Terminal, Transfer, card_account
+from authsrv.store import LedgerStore
+from keys import KeyStore
+from protocol.cards import luhn_check_digit
+
+__all__ = [
+    "AdminError",
+    "CardView",
+    "add_product",
+    "add_store",
+    "add_terminal",
+    "card_view",
+    "issue_cards",
+]
+
+ISSUE_COUNT_MAX = 1_000_000
+HISTORY_ROWS_MAX = 50
+# Random card numbers: this many tries to find one not yet used before the range counts as full.
+PAN_TRIES_MAX = 1000
+
+
+class AdminError(Exception):
+    """One line for the operator: what is wrong and how to fix it."""
+
+
+def add_product(store: LedgerStore, product: Product) -> None:
+    if not (product.prefix.isdigit() and 4 <= len(product.prefix) <= 11):
+        raise AdminError("--prefix must be 4 to 11 digits (the card range)")
+    if not 12 <= product.pan_len <= 19 or product.pan_len - len(product.prefix) < 6:
+        raise AdminError("--pan-length must be 12-19 and leave at least 6 random digits")
+    if product.load_min_minor > product.load_max_minor:
+        raise AdminError("--load-min is above --load-max")
+    if max(product.load_max_minor, product.fixed_value_minor) > product.balance_max_minor:
+        raise AdminError("--load-max (or --fixed-value) is above --max-balance")
+    with store.write() as led:
+        if led.product(product.id) is not None:
+            raise AdminError(f"product {product.id} exists already")
+        led.put_product(product)
+
+
+def add_store(store: LedgerStore, record: Store) -> None:
+    if not 1 <= len(record.id) <= 15 or not record.id.isascii() or not record.id.isprintable():
+        raise AdminError("--id must be 1 to 15 printable ASCII characters (field 42)")
+    with store.write() as led:
+        if led.store(record.id) is not None:
+            raise AdminError(f"store {record.id} exists already")
+        led.put_store(record)
+
+
+def add_terminal(store: LedgerStore, record: Terminal) -> None:
+    if len(record.id) != 8 or not record.id.isascii() or not record.id.isprintable():
+        raise AdminError("--id must be exactly 8 printable ASCII characters (field 41)")
+    with store.write() as led:
+        if led.terminal(record.id) is not None:
+            raise AdminError(f"terminal {record.id} exists already")
+        if led.store(record.store_id) is None:
+            raise AdminError(f"store {record.store_id} does not exist; add it with `stores add`")
+        led.put_terminal(record)
+
+
+def _expiry_from(now_ms: int, months: int) -> str:
+    t = datetime.fromtimestamp(now_ms / 1000, tz=UTC)
+    index = t.year * 12 + (t.month - 1) + months
+    return f"{(index // 12) % 100:02d}{index % 12 + 1:02d}"
+
+
+def issue_cards(
+    store: LedgerStore,
+    keys: KeyStore,
+    product_id: str,
+    count: int,
+    out: Path,
+    *,
+    expiry: str | None = None,
+    now_ms: int | None = None,
+) -> list[int]:
+    """Create ``count`` cards in state issued; write their numbers once to ``out`` (0600).
+
+    The file is the one place a full card number is written on purpose (DESIGN §6); the store
+    keeps only the keyed hash, the first six and the last four digits.
+
+    Error handling: :class:`AdminError`; on any failure the file is removed and no card exists.
+    """
+    if not 1 <= count <= ISSUE_COUNT_MAX:
+        raise AdminError(f"--count must be between 1 and {ISSUE_COUNT_MAX}")
+    if expiry is not None and not (
+        len(expiry) == 4 and expiry.isdigit() and 1 <= int(expiry[2:]) <= 12
+    ):
+        raise AdminError("--expiry must be YYMM, e.g. 2912")
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    try:
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise AdminError(f"{out} exists; card files are written once, choose a new name") from None
+    except OSError as exc:
+        raise AdminError(f"cannot create {out}: {exc.strerror}") from None
+    ids: list[int] = []
+    try:
+        with os.fdopen(fd, "w", newline="") as fh, store.write() as led:
+            product = led.product(product_id)
+            if product is None:
+                raise AdminError(f"product {product_id} does not exist; add it with `products add`")
+            card_expiry = expiry or _expiry_from(now_ms, product.expiry_months)
+            writer = csv.writer(fh)
+            writer.writerow(["pan", "expiry", "product", "card_id"])
+            random_len = product.pan_len - len(product.prefix) - 1
+            for _ in range(count):
+                pan, digest = _new_pan(
+                    led_taken=led.card_hash_taken,
+                    keys=keys,
+                    prefix=product.prefix,
+                    random_len=random_len,
+                )
+                card = Card(
+                    id=led.next_seq("card"),
+                    product=product.id,
+                    state=CardState.ISSUED,
+                    first6=pan[:6],
+                    last4=pan[-4:],
+                    pan_len=len(pan),
+                    expiry=card_expiry,
+                    hash_version=digest[0],
+                    issued_ms=now_ms,
+                )
+                led.put_card(card, digest)
+                writer.writerow([pan, card_expiry, product.id, card.id])
+                ids.append(card.id)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            out.unlink()
+        raise
+    return ids
+
+
+def _new_pan(
+    *, led_taken: Callable[[bytes], bool], keys: KeyStore, prefix: str, random_len: int
+) -> tuple[str, bytes]:
+    for _ in range(PAN_TRIES_MAX):
+        body = prefix + "".join(str(secrets.randbelow(10)) for _ in range(random_len))
+        pan = body + luhn_check_digit(body)
+        hashes = keys.pan_hashes(pan)
+        if not any(led_taken(h) for h in hashes):
+            return pan, keys.pan_hash(pan)
+    raise AdminError(f"card range {prefix} is too full to find a free number")
+
+
+@dataclass(frozen=True, slots=True)
+class CardView:
+    card: Card
+    product: Product
+    balance_minor: int
+    expired: bool
+    history: list[Transfer]
+
+
+def card_view(
+    store: LedgerStore, keys: KeyStore, *, pan: str | None = None, card_id: int | None = None
+) -> CardView:
+    with store.read() as led:
+        if pan is not None:
+            card = led.card_by_hashes(keys.pan_hashes(pan))
+        else:
+            assert card_id is not None
+            card = led.card(card_id)
+        if card is None:
+            raise AdminError("no such card")
+        product = led.product(card.product)
+        assert product is not None
+        return CardView(
+            card=card,
+            product=product,
+            balance_minor=led.balance(card_account(card.id)),
+            expired=card_expired(card.expiry, int(time.time() * 1000)),
+            history=led.card_history(card.id, HISTORY_ROWS_MAX),
+        )

@@ -1,0 +1,87 @@
+"""Wiring: configuration, key-encrypting key, store, key store, metrics, processor, server."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from authsrv.config import Config
+from authsrv.logs import get_logger
+from authsrv.metrics import Metrics
+from authsrv.processor import Processor
+from authsrv.server import Server
+from authsrv.store import LedgerStore
+from keys import KeyStore, generate_kek_file, load_kek, new_key_blocks
+
+__all__ = ["Host", "init_store", "kek_path", "open_host", "open_keys", "open_store"]
+
+KEK_FILE_NAME = "master.kek"
+MIB = 1024 * 1024
+
+
+def kek_path(data: Path) -> Path:
+    """``AUTHSRV_KEK_FILE``, else ``master.kek`` inside the data directory (development)."""
+    env = os.environ.get("AUTHSRV_KEK_FILE")
+    return Path(env) if env else data / KEK_FILE_NAME
+
+
+def init_store(data: Path, map_size_mib: int) -> tuple[LedgerStore, bool]:
+    """Create a store and its working keys. Returns the store and whether a development KEK was
+    generated (the caller must say so)."""
+    kek_file = kek_path(data)
+    generated = False
+    data.mkdir(parents=True, exist_ok=True)
+    if not kek_file.exists():
+        generate_kek_file(kek_file)
+        generated = True
+    kek = load_kek(kek_file)
+    store = LedgerStore.create(
+        data, map_size_bytes=map_size_mib * MIB, key_blocks=new_key_blocks(kek)
+    )
+    return store, generated
+
+
+def open_store(data: Path, map_size_mib: int, readonly: bool = False) -> LedgerStore:
+    return LedgerStore(data, map_size_bytes=map_size_mib * MIB, readonly=readonly)
+
+
+def open_keys(store: LedgerStore) -> KeyStore:
+    kek = load_kek(kek_path(store.path))
+    with store.read() as led:
+        blocks = led.key_blocks()
+    return KeyStore(kek, blocks)
+
+
+@dataclass
+class Host:
+    cfg: Config
+    store: LedgerStore
+    keys: KeyStore
+    metrics: Metrics
+    processor: Processor
+    server: Server
+    log: Any
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def open_host(cfg: Config) -> Host:
+    """Open everything a serving host needs (it does not start listening)."""
+    log = get_logger()
+    store = open_store(cfg.data_path, cfg.store.map_size_mib)
+    keys = open_keys(store)
+    metrics = Metrics()
+    metrics.watch_store_size(store.size_bytes, cfg.store.map_size_mib * MIB)
+    processor = Processor(
+        store,
+        keys,
+        metrics,
+        log,
+        skew_max_s=cfg.server.skew_max_s,
+        log_requests=cfg.log.requests,
+    )
+    server = Server(cfg, processor, metrics, log)
+    return Host(cfg, store, keys, metrics, processor, server, log)

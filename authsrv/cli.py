@@ -1,0 +1,588 @@
+"""``authsrv``: one command line for operators, integrators and testers (DESIGN §7).
+
+Every subcommand has ``--help`` ending with examples. A bad argument or setting gets one line on
+stderr saying what is wrong and how to fix it, and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+import trio
+
+from authsrv.admin import AdminError, add_product, add_store, add_terminal, card_view, issue_cards
+from authsrv.app import init_store, open_host, open_keys, open_store
+from authsrv.config import Config, ConfigError, load_config
+from authsrv.logs import configure_logging, get_logger
+from authsrv.model import Product, Store, Terminal
+from authsrv.store import StoreError, check_ledger
+from keys import KeyStoreError
+from protocol.currency import CURRENCIES, format_minor, parse_major
+from simulators.terminal import SimError
+
+__all__ = ["main"]
+
+EXIT_OK = 0
+EXIT_FAILED = 1  # the command ran and found a problem (check, scenario)
+EXIT_USAGE = 2  # bad argument, setting or state
+
+
+class UsageError(Exception):
+    """One line for the user: what is wrong and how to fix it."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line naming the command and where help is."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+        sys.exit(EXIT_USAGE)
+
+
+def _examples(*lines: str) -> str:
+    return "examples:\n" + "\n".join(f"  {line}" for line in lines)
+
+
+def _add(
+    sub: Any, name: str, help_text: str, examples: Sequence[str], func: Callable[..., int]
+) -> argparse.ArgumentParser:
+    p: argparse.ArgumentParser = sub.add_parser(
+        name,
+        help=help_text,
+        description=help_text,
+        epilog=_examples(*examples),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.set_defaults(func=func)
+    return p
+
+
+def _data_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="store directory (default: $AUTHSRV_DATA, else store.path of the config, 'data')",
+    )
+
+
+def _config_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="TOML configuration file (default: $AUTHSRV_CONFIG)",
+    )
+
+
+def _load_cfg(args: argparse.Namespace, overrides: dict[str, Any] | None = None) -> Config:
+    path = getattr(args, "config", None) or (
+        Path(os.environ["AUTHSRV_CONFIG"]) if "AUTHSRV_CONFIG" in os.environ else None
+    )
+    over = dict(overrides or {})
+    data = getattr(args, "data", None) or os.environ.get("AUTHSRV_DATA")
+    if data:
+        over["store.path"] = str(data)
+    return load_config(path, os.environ, over)
+
+
+def _money(text: str, currency: str, what: str) -> int:
+    try:
+        return parse_major(text, currency)
+    except ValueError as exc:
+        raise UsageError(f"{what}: {exc}") from None
+
+
+# -- init, products, stores, terminals ---------------------------------------------------------
+def cmd_init(args: argparse.Namespace) -> int:
+    cfg = _load_cfg(args)
+    store, generated = init_store(cfg.data_path, cfg.store.map_size_mib)
+    store.close()
+    print(f"created store at {cfg.data_path}")
+    if generated:
+        print(
+            f"WARNING: generated a development key-encrypting key in {cfg.data_path}/master.kek; "
+            "for production keep the KEK outside the data directory (AUTHSRV_KEK_FILE)",
+            file=sys.stderr,
+        )
+    return EXIT_OK
+
+
+def cmd_products_add(args: argparse.Namespace) -> int:
+    cfg = _load_cfg(args)
+    cur = args.currency
+    if cur not in CURRENCIES:
+        raise UsageError(f"--currency {cur!r} is not a known ISO 4217 numeric code, e.g. 978")
+    product = Product(
+        id=args.id,
+        chain=args.chain,
+        kind="gift",
+        currency=cur,
+        prefix=args.prefix,
+        pan_len=args.pan_length,
+        fixed_value_minor=_money(args.fixed_value, cur, "--fixed-value"),
+        load_min_minor=_money(args.load_min, cur, "--load-min"),
+        load_max_minor=_money(args.load_max, cur, "--load-max"),
+        balance_max_minor=_money(args.max_balance, cur, "--max-balance"),
+        redeem_min_minor=_money(args.min_redeem, cur, "--min-redeem"),
+        expiry_months=args.expiry_months,
+        reloadable=not args.no_reload,
+        cashout=args.cashout,
+    )
+    if not 1 <= product.expiry_months <= 240:
+        raise UsageError("--expiry-months must be between 1 and 240")
+    with _store(cfg) as store:
+        add_product(store, product)
+    print(
+        f"added product {product.id} ({product.kind}, {product.currency}, range {product.prefix})"
+    )
+    return EXIT_OK
+
+
+def cmd_products_list(args: argparse.Namespace) -> int:
+    cfg = _load_cfg(args)
+    with _store(cfg, readonly=True) as store, store.read() as led:
+        for p in led.products():
+            c = p.currency
+            value = (
+                "pre-valued " + format_minor(p.fixed_value_minor, c)
+                if p.fixed_value_minor
+                else "open value"
+            )
+            print(
+                f"{p.id:<12} chain {p.chain:<10} {p.kind:<6} range {p.prefix:<11} "
+                f"load {format_minor(p.load_min_minor, c)}..{format_minor(p.load_max_minor, c)} "
+                f"max balance {format_minor(p.balance_max_minor, c)} "
+                f"{value} "
+                f"expiry {p.expiry_months} months{'' if p.reloadable else ' not reloadable'}"
+                f"{' cash-out' if p.cashout else ''}"
+            )
+    return EXIT_OK
+
+
+def cmd_stores_add(args: argparse.Namespace) -> int:
+    cfg = _load_cfg(args)
+    with _store(cfg) as store:
+        add_store(store, Store(id=args.id, name=args.name, chain=args.chain))
+    print(f"added store {args.id} ({args.name}, chain {args.chain})")
+    return EXIT_OK
+
+
+def cmd_stores_list(args: argparse.Namespace) -> int:
+    cfg = _load_cfg(args)
+    with _store(cfg, readonly=True) as store, store.read() as led:
+        for s in led.stores():
+            print(
+                f"{s.id:<15} chain {s.chain:<10} {'active' if s.active else 'inactive':<8} {s.name}"
+            )
+    return EXIT_OK
+
+
+def cmd_terminals_add(args: argparse.Namespace) -> int:
+    cfg = _load_cfg(args)
+    with _store(cfg) as store:
+        add_terminal(
+            store, Terminal(id=args.id, store_id=args.store, signon_required=args.signon_required)
+        )
+    print(f"added terminal {args.id} in store {args.store}")
+    return EXIT_OK
+
+
+def cmd_terminals_list(args: argparse.Namespace) -> int:
+    cfg = _load_cfg(args)
+    with _store(cfg, readonly=True) as store, store.read() as led:
+        for t in led.terminals():
+            print(
+                f"{t.id}  store {t.store_id:<15} {'active' if t.active else 'inactive':<8} "
+                f"sign-on {'required' if t.signon_required else 'optional'}"
+                f"{', signed on' if t.signed_on else ''}"
+            )
+    return EXIT_OK
+
+
+# -- cards and keys ----------------------------------------------------------------------------
+def cmd_cards_issue(args: argparse.Namespace) -> int:
+    cfg = _load_cfg(args)
+    with _store(cfg) as store:
+        keys = open_keys(store)
+        ids = issue_cards(store, keys, args.product, args.count, args.out, expiry=args.expiry)
+    print(
+        f"issued {len(ids)} cards of product {args.product} (ids {ids[0]}..{ids[-1]}); "
+        f"card numbers written once to {args.out} (mode 0600)"
+    )
+    return EXIT_OK
+
+
+def cmd_cards_show(args: argparse.Namespace) -> int:
+    from simulators.terminal import CardBook
+
+    cfg = _load_cfg(args)
+    pan: str | None = None
+    if args.card is not None:
+        book = CardBook()
+        if args.cards is not None:
+            book.add_file("default", args.cards)
+        pan = book.resolve(args.card)
+    elif args.id is None:
+        raise UsageError("give --card NUMBER (or @N with --cards FILE) or --id N")
+    with _store(cfg, readonly=True) as store:
+        keys = open_keys(store)
+        view = card_view(store, keys, pan=pan, card_id=args.id)
+    c, p = view.card, view.product
+    cur = p.currency
+    print(f"card      {c.masked}  (id {c.id})")
+    print(f"product   {p.id} (chain {p.chain})")
+    print(f"state     {c.state.value}{'  [expired]' if view.expired else ''}")
+    print(f"expiry    {c.expiry[2:]}/{c.expiry[:2]}")
+    print(f"balance   {format_minor(view.balance_minor, cur)}")
+    print("history:")
+    if not view.history:
+        print("  (none)")
+    for t in view.history:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t.at_ms / 1000))
+        sign = "+" if t.credit.startswith("card:") else "-"
+        print(
+            f"  {when}Z  {t.op:<9} {sign}{format_minor(t.amount_minor, cur):>14}  "
+            f"store {t.store_id} terminal {t.terminal_id} stan {t.stan} rrn {t.rrn} "
+            f"approval {t.approval}"
+        )
+    return EXIT_OK
+
+
+def cmd_keys_list(args: argparse.Namespace) -> int:
+    cfg = _load_cfg(args)
+    with _store(cfg, readonly=True) as store:
+        keys = open_keys(store)
+    for name, kcv in sorted(keys.check_values().items()):
+        print(f"{name:<16} HMAC-SHA256  TR-31 D/M7/H/C  check value {kcv}")
+    return EXIT_OK
+
+
+# -- check, backup -----------------------------------------------------------------------------
+def cmd_check(args: argparse.Namespace) -> int:
+    cfg = _load_cfg(args)
+    with _store(cfg, readonly=True) as store, store.read() as led:
+        problems = check_ledger(led)
+        accounts = sum(1 for _ in led.accounts())
+        transfers = sum(1 for _ in led.journal())
+    if problems:
+        for p in problems:
+            print(f"PROBLEM {p}")
+        print(f"check failed: {len(problems)} problem(s)")
+        return EXIT_FAILED
+    print(
+        f"check passed: {accounts} accounts, {transfers} transfers; every unit sums to zero and "
+        "every balance equals its transfers"
+    )
+    return EXIT_OK
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    cfg = _load_cfg(args)
+    with _store(cfg, readonly=True) as store:
+        store.backup(args.target)
+    print(f"backup written to {args.target} (restore: stop the host, copy data.mdb back)")
+    return EXIT_OK
+
+
+class _store:
+    def __init__(self, cfg: Config, readonly: bool = False) -> None:
+        self.store = open_store(cfg.data_path, cfg.store.map_size_mib, readonly=readonly)
+
+    def __enter__(self) -> Any:
+        return self.store
+
+    def __exit__(self, *exc: object) -> None:
+        self.store.close()
+
+
+# -- serve, demo -------------------------------------------------------------------------------
+def _serve(cfg: Config, banner: Callable[[int, int | None], None] | None = None) -> int:
+    configure_logging(cfg.log.level)
+    host = open_host(cfg)
+    metrics_port = None
+    if cfg.metrics.enabled:
+        metrics_port = host.metrics.serve(cfg.metrics.host, cfg.metrics.port)
+        host.log.info("metrics", url=f"http://{cfg.metrics.host}:{metrics_port}/metrics")
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(_run_server, host)
+            if banner is not None:
+                banner(port, metrics_port)
+
+    try:
+        trio.run(main)
+    finally:
+        host.close()
+    return EXIT_OK
+
+
+async def _run_server(
+    host: Any, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+) -> None:
+    await host.server.run(handle_signals=True, task_status=task_status)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    over: dict[str, Any] = {}
+    if args.port is not None:
+        over["server.port"] = args.port
+    if args.metrics_port is not None:
+        over["metrics.port"] = args.metrics_port
+    return _serve(_load_cfg(args, over))
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from authsrv.demo import demo_banner, provision_demo
+
+    over: dict[str, Any] = {"store.path": str(args.data)}
+    if args.port is not None:
+        over["server.port"] = args.port
+    if args.metrics_port is not None:
+        over["metrics.port"] = args.metrics_port
+    cfg = load_config(None, os.environ, over)
+    cards_file = provision_demo(cfg)
+    return _serve(cfg, lambda port, mport: demo_banner(cfg, cards_file, port, mport))
+
+
+# -- simulate ----------------------------------------------------------------------------------
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from simulators import commands
+
+    return commands.run(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="authsrv",
+        description="Card authorization host for gift, campaign and loyalty cards "
+        "(ISO 8583 over TCP, LMDB ledger).",
+        epilog=_examples(
+            "authsrv demo                                  # host with demo data on :8583",
+            "authsrv simulate redeem --card @1 --amount 12.50",
+            "authsrv init --data /var/lib/authsrv",
+            "authsrv serve --config /etc/authsrv.toml",
+            "authsrv check --data /var/lib/authsrv",
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = _add(
+        sub,
+        "init",
+        "create an empty store and its working keys",
+        ["authsrv init --data /var/lib/authsrv"],
+        cmd_init,
+    )
+    _data_arg(p)
+    _config_arg(p)
+
+    products = sub.add_parser("products", help="card products and their limits")
+    psub = products.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    p = _add(
+        psub,
+        "add",
+        "add a gift-card product",
+        [
+            "authsrv products add --id GIFT --chain ACME --currency 978 --prefix 603628 "
+            "--load-min 5.00 --load-max 500.00 --max-balance 1000.00",
+            "authsrv products add --id GIFT50 --chain ACME --prefix 6036281 --fixed-value 50.00",
+        ],
+        cmd_products_add,
+    )
+    _data_arg(p)
+    _config_arg(p)
+    p.add_argument("--id", required=True, help="product id, e.g. GIFT")
+    p.add_argument("--chain", required=True, help="the retail chain whose stores accept it")
+    p.add_argument("--currency", default="978", help="ISO 4217 numeric (default 978, EUR)")
+    p.add_argument("--prefix", required=True, help="card range: first 4-11 digits of every card")
+    p.add_argument("--pan-length", type=int, default=16, help="card number length (default 16)")
+    p.add_argument(
+        "--fixed-value", default="0", help="pre-valued card amount (default: open value)"
+    )
+    p.add_argument("--load-min", default="1.00", help="smallest load or activation (default 1.00)")
+    p.add_argument("--load-max", default="500.00", help="largest load or activation (500.00)")
+    p.add_argument("--max-balance", default="1000.00", help="largest balance (default 1000.00)")
+    p.add_argument("--min-redeem", default="0.01", help="smallest redemption (default 0.01)")
+    p.add_argument("--expiry-months", type=int, default=36, help="validity from issue (36)")
+    p.add_argument("--no-reload", action="store_true", help="refuse loads after activation")
+    p.add_argument("--cashout", action="store_true", help="allow cash-out of the balance")
+    p = _add(
+        psub,
+        "list",
+        "list products",
+        ["authsrv products list --data /var/lib/authsrv"],
+        cmd_products_list,
+    )
+    _data_arg(p)
+    _config_arg(p)
+
+    stores = sub.add_parser("stores", help="stores (card acceptors, field 42)")
+    ssub = stores.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    p = _add(
+        ssub,
+        "add",
+        "add a store",
+        ["authsrv stores add --id S0001 --name 'Oslo City' --chain ACME"],
+        cmd_stores_add,
+    )
+    _data_arg(p)
+    _config_arg(p)
+    p.add_argument("--id", required=True, help="store id as sent in field 42 (1-15 characters)")
+    p.add_argument("--name", required=True, help="store name for reports")
+    p.add_argument("--chain", required=True, help="the chain the store belongs to")
+    p = _add(ssub, "list", "list stores", ["authsrv stores list"], cmd_stores_list)
+    _data_arg(p)
+    _config_arg(p)
+
+    terminals = sub.add_parser("terminals", help="terminals (field 41)")
+    tsub = terminals.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    p = _add(
+        tsub,
+        "add",
+        "add a terminal to a store",
+        [
+            "authsrv terminals add --id T0000001 --store S0001",
+            "authsrv terminals add --id T0000002 --store S0001 --signon-required",
+        ],
+        cmd_terminals_add,
+    )
+    _data_arg(p)
+    _config_arg(p)
+    p.add_argument("--id", required=True, help="terminal id as sent in field 41 (8 characters)")
+    p.add_argument("--store", required=True, help="the store the terminal stands in")
+    p.add_argument(
+        "--signon-required",
+        action="store_true",
+        help="answer financial requests 91 until the terminal signs on (0800/001)",
+    )
+    p = _add(tsub, "list", "list terminals", ["authsrv terminals list"], cmd_terminals_list)
+    _data_arg(p)
+    _config_arg(p)
+
+    cards = sub.add_parser("cards", help="issue and inspect cards")
+    csub = cards.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    p = _add(
+        csub,
+        "issue",
+        "issue cards (state 'issued'); numbers go once to a 0600 file",
+        [
+            "authsrv cards issue --product GIFT --count 1000 --out cards-2026-11.csv",
+            "authsrv cards issue --product GIFT --count 1 --expiry 2412 --out expired.csv",
+        ],
+        cmd_cards_issue,
+    )
+    _data_arg(p)
+    _config_arg(p)
+    p.add_argument("--product", required=True, help="product id")
+    p.add_argument("--count", type=int, required=True, help="how many cards")
+    p.add_argument("--out", type=Path, required=True, help="new file for the card numbers (CSV)")
+    p.add_argument("--expiry", default=None, help="YYMM instead of the product's validity")
+    p = _add(
+        csub,
+        "show",
+        "show one card: masked number, state, balance, history",
+        [
+            "authsrv cards show --card @1 --cards demo-data/demo-cards.csv --data demo-data",
+            "authsrv cards show --id 42",
+        ],
+        cmd_cards_show,
+    )
+    _data_arg(p)
+    _config_arg(p)
+    p.add_argument("--card", default=None, help="card number, or @N with --cards")
+    p.add_argument("--cards", type=Path, default=None, help="card-issue file for @N")
+    p.add_argument("--id", type=int, default=None, help="internal card id")
+
+    keys = sub.add_parser("keys", help="working keys (names and check values only)")
+    ksub = keys.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    p = _add(
+        ksub,
+        "list",
+        "list working keys with their check values",
+        ["authsrv keys list --data /var/lib/authsrv"],
+        cmd_keys_list,
+    )
+    _data_arg(p)
+    _config_arg(p)
+
+    p = _add(
+        sub,
+        "serve",
+        "run the host (stops cleanly on SIGTERM)",
+        [
+            "authsrv serve --data /var/lib/authsrv",
+            "AUTHSRV_SERVER_PORT=9000 authsrv serve --config /etc/authsrv.toml",
+        ],
+        cmd_serve,
+    )
+    _data_arg(p)
+    _config_arg(p)
+    p.add_argument("--port", type=int, default=None, help="ISO 8583 port (0: any free port)")
+    p.add_argument("--metrics-port", type=int, default=None, help="Prometheus port")
+
+    p = _add(
+        sub,
+        "demo",
+        "create demo data (if missing) and run the host on it",
+        ["authsrv demo", "authsrv demo --data /tmp/demo --port 9583"],
+        cmd_demo,
+    )
+    p.add_argument("--data", type=Path, default=Path("demo-data"), help="demo store (demo-data)")
+    p.add_argument("--port", type=int, default=None, help="ISO 8583 port (default 8583)")
+    p.add_argument("--metrics-port", type=int, default=None, help="Prometheus port (9583)")
+
+    p = _add(
+        sub,
+        "check",
+        "prove the ledger balances: per unit and per account",
+        ["authsrv check --data /var/lib/authsrv"],
+        cmd_check,
+    )
+    _data_arg(p)
+    _config_arg(p)
+
+    p = _add(
+        sub,
+        "backup",
+        "hot, consistent, compacted copy of the store",
+        ["authsrv backup --data /var/lib/authsrv /backup/authsrv-2026-11-22"],
+        cmd_backup,
+    )
+    _data_arg(p)
+    _config_arg(p)
+    p.add_argument("target", type=Path, help="new or empty directory")
+
+    from simulators.commands import add_simulate_parser
+
+    add_simulate_parser(sub, _add, cmd_simulate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    log = get_logger()
+    try:
+        result: int = args.func(args)
+        return result
+    except (UsageError, ConfigError, StoreError, KeyStoreError, AdminError, SimError) as exc:
+        sys.stderr.write(f"authsrv {args.command}: error: {exc}\n")
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return EXIT_FAILED
+    except Exception:
+        log.exception("unexpected_error", command=args.command)
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

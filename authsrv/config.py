@@ -1,0 +1,203 @@
+"""Configuration: a TOML file, overridden by ``AUTHSRV_<SECTION>_<KEY>`` environment variables,
+validated fully at start-up (DESIGN §7). Keys never live here.
+
+Every limit is named with its unit and says what it costs; their relations are asserted in
+:func:`validate`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from protocol.framing import Framing
+
+__all__ = ["Config", "ConfigError", "load_config"]
+
+ENV_PREFIX = "AUTHSRV_"
+# Environment variables of the CLI itself, not settings.
+ENV_NOT_SETTINGS = frozenset({"AUTHSRV_CONFIG", "AUTHSRV_DATA", "AUTHSRV_KEK_FILE"})
+
+
+class ConfigError(Exception):
+    """One line: what is wrong and how to fix it."""
+
+
+@dataclass(slots=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8583
+    framing: str = "binary2"  # or "ascii4"
+    # A frame is read whole into memory before decoding: this bounds memory per connection.
+    frame_size_max_bytes: int = 4096
+    # Each connection costs one trio task pair and its buffers (a few KiB).
+    connections_max: int = 1024
+    # Requests read ahead of their answers per connection; bounds queued work per terminal.
+    inflight_per_connection_max: int = 16
+    # A connection that sends nothing for this long is closed.
+    idle_timeout_s: int = 300
+    # On SIGTERM: how long in-flight requests may take before the host exits anyway.
+    drain_timeout_s: int = 10
+    # 0100/0200 whose field 7 is further than this from the host clock get 39=12.
+    skew_max_s: int = 600
+    # A listener on a non-loopback address must be allowed explicitly.
+    allow_public_plaintext: bool = False
+
+
+@dataclass(slots=True)
+class StoreConfig:
+    path: str = "data"
+    # LMDB map: the most the store may grow to; address space only until used.
+    map_size_mib: int = 4096
+    # Requests decided in one write transaction (one fsync).
+    batch_size_max: int = 256
+
+
+@dataclass(slots=True)
+class MetricsConfig:
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 9583
+
+
+@dataclass(slots=True)
+class LogConfig:
+    level: str = "info"  # debug, info, warning, error
+    requests: bool = True  # one JSON line per request
+
+
+@dataclass(slots=True)
+class Config:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+    @property
+    def framing(self) -> Framing:
+        return Framing(self.server.framing)
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.store.path)
+
+    @property
+    def writer_queue_max(self) -> int:
+        """Requests waiting for the writer: every connection's in-flight window fits."""
+        return self.server.connections_max * self.server.inflight_per_connection_max
+
+
+SECTIONS: dict[str, type[Any]] = {
+    "server": ServerConfig,
+    "store": StoreConfig,
+    "metrics": MetricsConfig,
+    "log": LogConfig,
+}
+
+
+def _coerce(where: str, value: Any, kind: Any) -> Any:
+    if kind in ("bool", bool):
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):
+            return value.lower() in ("true", "1")
+        raise ConfigError(f"{where} must be true or false, got {value!r}")
+    if kind in ("int", int):
+        if isinstance(value, bool):
+            raise ConfigError(f"{where} must be a whole number, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            return int(value)
+        raise ConfigError(f"{where} must be a whole number, got {value!r}")
+    if not isinstance(value, str):
+        raise ConfigError(f"{where} must be a string, got {value!r}")
+    return value
+
+
+def _apply(cfg: Config, section: str, key: str, value: Any, source: str) -> None:
+    if section not in SECTIONS:
+        raise ConfigError(f"unknown section [{section}] in {source}; known: {', '.join(SECTIONS)}")
+    target = getattr(cfg, section)
+    names = {f.name: f.type for f in dataclasses.fields(target)}
+    if key not in names:
+        raise ConfigError(f"unknown setting {section}.{key} in {source}; known: {', '.join(names)}")
+    setattr(target, key, _coerce(f"{section}.{key} ({source})", value, names[key]))
+
+
+def _range(where: str, value: int, low: int, high: int) -> None:
+    if not low <= value <= high:
+        raise ConfigError(f"{where} is {value}; it must be between {low} and {high}")
+
+
+def validate(cfg: Config) -> None:
+    s = cfg.server
+    _range("server.port", s.port, 0, 65535)
+    if s.framing not in {f.value for f in Framing}:
+        raise ConfigError(f"server.framing is {s.framing!r}; use 'binary2' or 'ascii4'")
+    _range("server.frame_size_max_bytes", s.frame_size_max_bytes, 64, cfg.framing.payload_len_max)
+    _range("server.connections_max", s.connections_max, 1, 100_000)
+    _range("server.inflight_per_connection_max", s.inflight_per_connection_max, 1, 1024)
+    _range("server.idle_timeout_s", s.idle_timeout_s, 1, 86_400)
+    _range("server.drain_timeout_s", s.drain_timeout_s, 1, 600)
+    _range("server.skew_max_s", s.skew_max_s, 1, 86_400)
+    try:
+        addr = ipaddress.ip_address(s.host)
+    except ValueError:
+        raise ConfigError(f"server.host {s.host!r} is not an IP address, e.g. 127.0.0.1") from None
+    if not addr.is_loopback and not s.allow_public_plaintext:
+        raise ConfigError(
+            f"server.host {s.host} is not loopback: card data would cross the network in clear; "
+            "set server.allow_public_plaintext = true to accept that"
+        )
+    st = cfg.store
+    _range("store.map_size_mib", st.map_size_mib, 16, 16 * 1024 * 1024)
+    _range("store.batch_size_max", st.batch_size_max, 1, 65_536)
+    m = cfg.metrics
+    _range("metrics.port", m.port, 0, 65535)
+    try:
+        ipaddress.ip_address(m.host)
+    except ValueError:
+        raise ConfigError(f"metrics.host {m.host!r} is not an IP address") from None
+    if cfg.log.level not in ("debug", "info", "warning", "error"):
+        raise ConfigError(f"log.level is {cfg.log.level!r}; use debug, info, warning or error")
+    assert cfg.writer_queue_max >= s.inflight_per_connection_max
+
+
+def load_config(
+    path: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """File, then environment, then command-line ``overrides`` (``{"server.port": 0}``).
+
+    Error handling: :class:`ConfigError` with one line naming the setting and the fix.
+    """
+    cfg = Config()
+    if path is not None:
+        try:
+            data = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} not found") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+        for section, values in data.items():
+            if not isinstance(values, dict):
+                raise ConfigError(f"{section} in {path} must be a [section] table")
+            for key, value in values.items():
+                _apply(cfg, section, key, value, str(path))
+    for name, value in (env or {}).items():
+        if not name.startswith(ENV_PREFIX) or name in ENV_NOT_SETTINGS:
+            continue
+        section, _, key = name[len(ENV_PREFIX) :].lower().partition("_")
+        _apply(cfg, section, key, value, f"environment {name}")
+    for dotted, value in (overrides or {}).items():
+        section, _, key = dotted.partition(".")
+        _apply(cfg, section, key, value, "command line")
+    validate(cfg)
+    return cfg

@@ -1,0 +1,82 @@
+"""Structured logs: one JSON line per event on stdout, UTC ISO timestamps, card data masked.
+
+Card numbers are masked where they are logged (first six and last four); as a second line of
+defence a processor masks any Luhn-valid 12-19 digit run and any track-2 shaped value in every
+string of every event, so that a mistake elsewhere cannot print a full PAN.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import MutableMapping
+from typing import Any, TextIO
+
+import structlog
+
+from protocol.cards import luhn_valid, mask_pan
+
+__all__ = ["configure_logging", "get_logger", "mask_card_data"]
+
+_TRACK2 = re.compile(r"\d{12,19}[=D]\d{4,}")
+_DIGIT_RUN = re.compile(r"(?<!\d)\d{12,19}(?!\d)")
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
+
+
+def _mask_match(match: re.Match[str]) -> str:
+    digits = match.group(0)
+    return mask_pan(digits) if luhn_valid(digits) else digits
+
+
+def mask_text(text: str) -> str:
+    """Mask track-2 data and Luhn-valid card numbers inside free text.
+
+    >>> mask_text("card 6036280000000000003 and 6036280000000000003=2612101")
+    'card 603628*********0003 and [track2]'
+    """
+    if not any(c.isdigit() for c in text):
+        return text
+    text = _TRACK2.sub("[track2]", text)
+    return _DIGIT_RUN.sub(_mask_match, text)
+
+
+def _mask_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return mask_text(value)
+    if isinstance(value, dict):
+        return {k: _mask_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_mask_value(v) for v in value]
+    return value
+
+
+def mask_card_data(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> dict[str, Any]:
+    """structlog processor: the last line of defence against card data in a log line."""
+    return {k: _mask_value(v) for k, v in event_dict.items()}
+
+
+def configure_logging(level: str = "info", stream: TextIO | None = None) -> None:
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            mask_card_data,
+            structlog.processors.JSONRenderer(sort_keys=False),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
+        logger_factory=structlog.WriteLoggerFactory(file=stream or sys.stdout),
+        cache_logger_on_first_use=False,
+    )
+
+
+def get_logger(name: str = "authsrv") -> Any:
+    return structlog.get_logger(name)

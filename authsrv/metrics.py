@@ -1,0 +1,103 @@
+"""Prometheus metrics (prometheus.io naming: ``authsrv_`` prefix, base units, ``_total``).
+
+No card, terminal or STAN labels: label values come from small fixed sets (MTI, response code,
+field number, reason). Each server owns its registry so tests can run several in one process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+__all__ = ["Metrics"]
+
+_LATENCY_BUCKETS_S = (
+    0.0005,
+    0.001,
+    0.002,
+    0.003,
+    0.005,
+    0.0075,
+    0.01,
+    0.02,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+_COMMIT_BUCKETS_S = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "authsrv_requests_total",
+            "Requests answered, by request MTI and response code",
+            ["mti", "rc"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "authsrv_request_duration_seconds",
+            "From the last byte of a request read to its answer written",
+            buckets=_LATENCY_BUCKETS_S,
+            registry=r,
+        )
+        self.connections = Gauge("authsrv_connections", "Open terminal connections", registry=r)
+        self.connections_total = Counter(
+            "authsrv_connections_accepted_total", "Terminal connections accepted", registry=r
+        )
+        self.connections_refused = Counter(
+            "authsrv_connections_refused_total",
+            "Connections closed at once because connections_max was reached",
+            registry=r,
+        )
+        self.connections_closed = Counter(
+            "authsrv_connections_closed_total",
+            "Connections closed by the host, by reason",
+            ["reason"],
+            registry=r,
+        )
+        self.format_errors = Counter(
+            "authsrv_format_errors_total",
+            "Requests answered 30, by the field named in 44",
+            ["field"],
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "authsrv_commit_batch_size",
+            "Requests decided in one write transaction",
+            buckets=_BATCH_BUCKETS,
+            registry=r,
+        )
+        self.commit_duration = Histogram(
+            "authsrv_commit_duration_seconds",
+            "One batch: decide every request, write, commit with sync",
+            buckets=_COMMIT_BUCKETS_S,
+            registry=r,
+        )
+        self.store_errors = Counter(
+            "authsrv_store_errors_total",
+            "Batches that could not commit, by reason",
+            ["reason"],
+            registry=r,
+        )
+        self.store_size = Gauge(
+            "authsrv_store_size_bytes", "Bytes used in the LMDB map", registry=r
+        )
+        self.store_map_size = Gauge(
+            "authsrv_store_map_size_bytes", "The LMDB map size (store.map_size_mib)", registry=r
+        )
+
+    def watch_store_size(self, size_fn: Callable[[], float], map_size_bytes: int) -> None:
+        self.store_size.set_function(size_fn)
+        self.store_map_size.set(map_size_bytes)
+
+    def serve(self, host: str, port: int) -> int:
+        """Expose ``/metrics`` over HTTP in a background thread; returns the bound port."""
+        server, _thread = start_http_server(port, addr=host, registry=self.registry)
+        return int(server.server_port)

@@ -1,0 +1,142 @@
+"""Records of the ledger: products, stores, terminals, cards, accounts, transfers.
+
+Every record is a ``msgspec.Struct`` encoded as MessagePack in LMDB. Amounts are integers in
+minor units (``_minor``); times are integers in UTC milliseconds since the epoch (``_ms``).
+No record holds a card number: cards are found by keyed hash (DESIGN §6).
+"""
+
+from __future__ import annotations
+
+import enum
+
+import msgspec
+
+__all__ = [
+    "Account",
+    "Card",
+    "CardState",
+    "Posting",
+    "Product",
+    "Store",
+    "Terminal",
+    "Transfer",
+    "card_account",
+    "store_account",
+]
+
+PURSE_MONEY = "60"  # field 3 / field 54 account type of the money purse
+
+
+class CardState(enum.StrEnum):
+    ISSUED = "issued"  # produced, not yet sold
+    ACTIVE = "active"
+    AWAITING_ACTIVATION = "awaiting_activation"  # campaign cards, until activated online
+    BLOCKED = "blocked"
+    LOST = "lost"
+    STOLEN = "stolen"
+    EXPIRED = "expired"
+    CLOSED = "closed"
+
+
+class Product(msgspec.Struct, frozen=True, kw_only=True):
+    """A card product and its limits (all amounts in the product's currency, minor units)."""
+
+    id: str
+    chain: str
+    kind: str  # "gift"
+    currency: str  # ISO 4217 numeric
+    prefix: str  # issuer range: the first digits of every card number
+    pan_len: int
+    fixed_value_minor: int  # 0: open value, loaded at activation; > 0: pre-valued card
+    load_min_minor: int
+    load_max_minor: int
+    balance_max_minor: int
+    redeem_min_minor: int
+    expiry_months: int
+    reloadable: bool
+    cashout: bool
+    version: int = 1
+
+
+class Store(msgspec.Struct, frozen=True, kw_only=True):
+    id: str  # field 42, at most 15 characters
+    name: str
+    chain: str
+    active: bool = True
+
+
+class Terminal(msgspec.Struct, frozen=True, kw_only=True):
+    id: str  # field 41, 8 characters
+    store_id: str
+    active: bool = True
+    signon_required: bool = False
+    signed_on: bool = False
+
+
+class Card(msgspec.Struct, frozen=True, kw_only=True):
+    id: int
+    product: str
+    state: CardState
+    first6: str
+    last4: str
+    pan_len: int
+    expiry: str  # YYMM, valid through the end of that month
+    hash_version: int
+    issued_ms: int
+    activated_ms: int = 0
+
+    @property
+    def masked(self) -> str:
+        return self.first6 + "*" * (self.pan_len - 10) + self.last4
+
+
+class Account(msgspec.Struct, frozen=True, array_like=True):
+    """One ledger account: its unit (currency code, or points/stamps) and signed balance."""
+
+    unit: str
+    balance_minor: int
+
+
+class Posting(msgspec.Struct, frozen=True, array_like=True):
+    """One double-entry movement: ``amount_minor`` from ``debit`` to ``credit``."""
+
+    debit: str
+    credit: str
+    amount_minor: int
+    unit: str
+
+
+class Transfer(msgspec.Struct, frozen=True, kw_only=True):
+    """A committed posting with what caused it (the journal)."""
+
+    seq: int
+    at_ms: int
+    op: str  # activate, load, redeem, refund, cashout
+    debit: str
+    credit: str
+    amount_minor: int
+    unit: str
+    card_id: int
+    terminal_id: str
+    store_id: str
+    stan: str
+    rrn: str
+    approval: str
+
+
+def card_account(card_id: int, purse: str = PURSE_MONEY) -> str:
+    """Account key of a card's purse.
+
+    >>> card_account(7)
+    'card:000000000007:60'
+    """
+    return f"card:{card_id:012d}:{purse}"
+
+
+def store_account(store_id: str, unit: str) -> str:
+    """Account key of a store's settlement account in one unit.
+
+    >>> store_account("S0001", "978")
+    'store:S0001:978'
+    """
+    return f"store:{store_id}:{unit}"

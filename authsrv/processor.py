@@ -1,0 +1,329 @@
+"""From a received frame to a decision and back to response bytes.
+
+``prepare`` runs on the event loop: decode, validate, hash the card number (the writer never
+needs the PAN to find the card). ``process_batch`` runs in the writer thread: one LMDB write
+transaction for the whole batch, each request decided by the pure engine against the state left
+by the requests before it, then one commit with sync. ``respond`` runs on the event loop again:
+the answer is built from the request and the outcome, logged (masked) and counted.
+"""
+
+from __future__ import annotations
+
+import calendar
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+import trio
+
+from authsrv.engine import CardContext, Context, Decision, decide, operation_of
+from authsrv.metrics import Metrics
+from authsrv.model import PURSE_MONEY, Card, card_account
+from authsrv.store import Ledger, LedgerStore, StoreFull
+from keys import KeyStore
+from protocol.cards import luhn_valid, mask_pan
+from protocol.currency import format_minor
+from protocol.errors import FormatError
+from protocol.messages import (
+    ECHOED,
+    FIELD_CHECKS,
+    Request,
+    decode_fields,
+    encode_message,
+    parse_request,
+    response_mti,
+)
+from protocol.tlv import Balance, encode_balances, encode_tlv
+
+__all__ = ["Outcome", "Pending", "Processor"]
+
+FINANCIAL_CLASSES = frozenset({"0100", "0200"})
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    decision: Decision
+    rrn: str | None = None
+    approval: str | None = None
+    card_masked: str | None = None
+    currency: str | None = None
+    card_expiry: str | None = None
+
+
+@dataclass(slots=True)
+class Pending:
+    """One request on its way through a connection: answered in the order received."""
+
+    received_ns: int
+    mti: str
+    request: Request | None = None
+    pan_hashes: list[bytes] = field(default_factory=list)
+    error: FormatError | None = None
+    error_fields: Mapping[str, str] = field(default_factory=dict)
+    outcome: Outcome | None = None
+    done: trio.Event = field(default_factory=trio.Event)
+
+    @property
+    def needs_writer(self) -> bool:
+        return self.request is not None
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class Processor:
+    """Resource handling: holds the store and the key store; owns no tasks or threads."""
+
+    def __init__(
+        self,
+        store: LedgerStore,
+        keys: KeyStore,
+        metrics: Metrics,
+        log: Any,
+        *,
+        skew_max_s: int,
+        log_requests: bool = True,
+        clock_ms: Callable[[], int] = _now_ms,
+    ) -> None:
+        self.store = store
+        self.keys = keys
+        self.metrics = metrics
+        self.log = log
+        self.skew_ms_max = skew_max_s * 1000
+        self.log_requests = log_requests
+        self.clock_ms = clock_ms
+
+    # -- event loop side ---------------------------------------------------------------------
+    def prepare(self, frame: bytes) -> Pending:
+        """Decode and validate one frame.
+
+        Error handling: raises ``protocol.Unreadable`` (close the connection); a format error
+        becomes a :class:`Pending` that is already done and answers 30.
+        """
+        received_ns = time.perf_counter_ns()
+        mti = frame[:4].decode("ascii", "replace")
+        try:
+            fields = decode_fields(frame)
+        except FormatError as exc:
+            return self._format_error(received_ns, mti, exc, exc.partial)
+        try:
+            req = parse_request(fields)
+        except FormatError as exc:
+            partial = {k: v for k, v in fields.items() if k != str(exc.field)}
+            return self._format_error(received_ns, mti, exc, partial)
+        hashes = self.keys.pan_hashes(req.pan) if req.pan and luhn_valid(req.pan) else []
+        return Pending(received_ns, mti, request=req, pan_hashes=hashes)
+
+    def _format_error(
+        self, received_ns: int, mti: str, exc: FormatError, fields: Mapping[str, str]
+    ) -> Pending:
+        pending = Pending(received_ns, mti, error=exc, error_fields=fields)
+        pending.done.set()
+        return pending
+
+    def respond(self, pending: Pending) -> bytes:
+        """Build, log and count the answer of a finished request."""
+        assert pending.done.is_set()
+        if pending.error is not None:
+            payload = self._format_error_response(pending)
+            rc = "30"
+            self.metrics.format_errors.labels(f"{pending.error.field:03d}").inc()
+        else:
+            assert pending.request is not None and pending.outcome is not None
+            payload = encode_message(build_response(pending.request, pending.outcome))
+            rc = pending.outcome.decision.rc
+        latency_s = (time.perf_counter_ns() - pending.received_ns) / 1e9
+        self.metrics.requests.labels(pending.mti, rc).inc()
+        self.metrics.latency.observe(latency_s)
+        if self.log_requests:
+            self._log_request(pending, rc, latency_s)
+        return payload
+
+    def _log_request(self, pending: Pending, rc: str, latency_s: float) -> None:
+        req, out = pending.request, pending.outcome
+        if req is None:
+            assert pending.error is not None
+            f = pending.error_fields
+            self.log.info(
+                "request",
+                mti=pending.mti,
+                rc=rc,
+                terminal=f.get("41"),
+                store=f.get("42"),
+                stan=f.get("11"),
+                field44=pending.error.field44,
+                latency_ms=round(latency_s * 1000, 3),
+            )
+            return
+        assert out is not None
+        d = out.decision
+        self.log.info(
+            "request",
+            mti=req.mti,
+            proc=req.proc,
+            op=d.op,
+            rc=rc,
+            terminal=req.terminal_id,
+            store=req.store_id,
+            stan=req.stan,
+            card=out.card_masked or _masked(req),
+            amount_minor=req.amount_minor,
+            approved_minor=d.approved_minor,
+            latency_ms=round(latency_s * 1000, 3),
+        )
+
+    def _format_error_response(self, pending: Pending) -> bytes:
+        assert pending.error is not None
+        resp: dict[str, str] = {"t": response_mti(pending.mti)}
+        for key in ECHOED:
+            value = pending.error_fields.get(key)
+            if value is None or key == str(pending.error.field):
+                continue
+            try:
+                FIELD_CHECKS[key](int(key), value)
+            except FormatError:
+                continue  # echo only what is well formed
+            resp[key] = value
+        resp["39"] = "30"
+        resp["44"] = pending.error.field44
+        try:
+            return encode_message(resp)
+        except Exception:  # an echoed field that does not re-encode: answer without echoes
+            return encode_message({"t": resp["t"], "39": "30", "44": pending.error.field44})
+
+    # -- writer thread side ------------------------------------------------------------------
+    def process_batch(self, batch: list[Pending]) -> list[Outcome]:
+        """Decide and apply every request of ``batch`` in one transaction, then commit.
+
+        Error handling: a full store answers the whole batch 91 and changes nothing; a broken
+        invariant (AssertionError) aborts the transaction and propagates: the server stops.
+        """
+        started = time.perf_counter()
+        now_ms = self.clock_ms()
+        try:
+            with self.store.write() as led:
+                outcomes = [self._process_one(led, p, now_ms) for p in batch]
+        except StoreFull as exc:
+            self.metrics.store_errors.labels("full").inc()
+            self.log.error("store_full", error=str(exc), batch=len(batch))
+            return [Outcome(Decision("91", _op(p))) for p in batch]
+        self.metrics.batch_size.observe(len(batch))
+        self.metrics.commit_duration.observe(time.perf_counter() - started)
+        return outcomes
+
+    def _process_one(self, led: Ledger, pending: Pending, now_ms: int) -> Outcome:
+        req = pending.request
+        assert req is not None
+        terminal = led.terminal(req.terminal_id)
+        store = led.store(req.store_id) if req.store_id else None
+        card: Card | None = None
+        card_ctx: CardContext | None = None
+        if pending.pan_hashes:
+            card = led.card_by_hashes(pending.pan_hashes)
+            if card is not None:
+                product = led.product(card.product)
+                assert product is not None, f"card {card.id} has no product"
+                ledger_minor = led.balance(card_account(card.id))
+                card_ctx = CardContext(card, product, ledger_minor, 0)
+        ctx = Context(now_ms, self.skew_ms_max, terminal, store, card_ctx)
+        decision = decide(req, ctx)
+
+        rrn = approval = None
+        if req.mti_class in FINANCIAL_CLASSES:
+            rrn = req.rrn or _rrn(led.next_seq("rrn"), now_ms)
+            if decision.approved:
+                approval = f"{led.next_seq('approval') % 1_000_000:06d}"
+        for posting in decision.postings:
+            assert card is not None and req.store_id is not None
+            led.post(
+                posting,
+                at_ms=now_ms,
+                op=decision.op,
+                card_id=card.id,
+                terminal_id=req.terminal_id,
+                store_id=req.store_id,
+                stan=req.stan,
+                rrn=rrn or "",
+                approval=approval or "",
+            )
+        if decision.card_state is not None:
+            assert card is not None
+            activated_ms = now_ms if decision.op == "activate" else card.activated_ms
+            led.put_card(
+                msgspec.structs.replace(card, state=decision.card_state, activated_ms=activated_ms)
+            )
+        if decision.terminal_signed_on is not None:
+            assert terminal is not None
+            led.put_terminal(
+                msgspec.structs.replace(terminal, signed_on=decision.terminal_signed_on)
+            )
+        if card_ctx is not None and decision.ledger_after_minor is not None:
+            after = led.balance(card_account(card_ctx.card.id))
+            assert after == decision.ledger_after_minor, "ledger differs from the decision"
+        return Outcome(
+            decision,
+            rrn=rrn,
+            approval=approval,
+            card_masked=card.masked if card else None,
+            currency=card_ctx.product.currency if card_ctx else None,
+            card_expiry=card.expiry if card else None,
+        )
+
+
+def _op(pending: Pending) -> str:
+    assert pending.request is not None
+    return operation_of(pending.request) or "unsupported"
+
+
+def _rrn(seq: int, now_ms: int) -> str:
+    """Host-assigned retrieval reference: YDDDHH + 6-digit sequence (12 characters)."""
+    t = datetime.fromtimestamp(now_ms / 1000, tz=UTC)
+    return f"{t.year % 10}{t.timetuple().tm_yday:03d}{t.hour:02d}{seq % 1_000_000:06d}"
+
+
+def _masked(req: Request) -> str | None:
+    return mask_pan(req.pan) if req.pan else None
+
+
+def build_response(req: Request, out: Outcome) -> dict[str, str]:
+    """The answer's fields: echoes, then what the host decided (DESIGN §3)."""
+    d = out.decision
+    fields = req.fields
+    resp: dict[str, str] = {"t": response_mti(req.mti)}
+    for key in ECHOED:
+        if key in fields:
+            resp[key] = fields[key]
+    if d.approved and d.approved_minor is not None and ("4" in fields or d.op == "cashout"):
+        resp["4"] = f"{d.approved_minor:012d}"
+    if out.rrn is not None:
+        resp["37"] = out.rrn
+    if out.approval is not None:
+        resp["38"] = out.approval
+    resp["39"] = d.rc
+    if (
+        out.currency is not None
+        and d.ledger_after_minor is not None
+        and d.available_after_minor is not None
+    ):
+        resp["54"] = encode_balances(
+            [
+                Balance(PURSE_MONEY, "01", out.currency, d.ledger_after_minor),
+                Balance(PURSE_MONEY, "02", out.currency, d.available_after_minor),
+            ]
+        )
+        if d.approved:
+            tags = {"RT": f"BALANCE {format_minor(d.available_after_minor, out.currency)}"}
+            if out.card_expiry is not None:
+                tags["EX"] = _expiry_date(out.card_expiry)
+            resp["63"] = encode_tlv(tags)
+    return resp
+
+
+def _expiry_date(yymm: str) -> str:
+    """YYMM to the card's last valid day YYYYMMDD."""
+    year, month = 2000 + int(yymm[:2]), int(yymm[2:])
+    return f"{year:04d}{month:02d}{calendar.monthrange(year, month)[1]:02d}"

@@ -1,0 +1,232 @@
+"""The terminal server: trio, one task pair per connection, one writer with group commit.
+
+Per connection a reader task splits frames and prepares requests, and a responder task answers
+them strictly in the order they were read. At most ``inflight_per_connection_max`` requests of a
+connection are between the two; when the window is full the reader stops reading and TCP pushes
+back on the terminal.
+
+The writer takes everything that arrived while the previous commit ran, up to
+``batch_size_max``, decides it in one LMDB write transaction in a worker thread and commits with
+sync; only then are the answers of that batch released (DESIGN §2).
+
+Limits and what happens when one is reached:
+
+- ``connections_max``: a further connection is accepted and closed at once (counted);
+- ``frame_size_max_bytes``: a larger length header closes that connection (counted, logged);
+- ``idle_timeout_s``: a connection that sends nothing for this long is closed;
+- ``inflight_per_connection_max``: the reader waits; nothing is dropped;
+- ``drain_timeout_s``: on SIGTERM, in-flight work gets this long, then connections are cut.
+"""
+
+from __future__ import annotations
+
+import signal
+from typing import Any
+
+import trio
+
+from authsrv.config import Config
+from authsrv.metrics import Metrics
+from authsrv.processor import Pending, Processor
+from protocol.framing import FrameError, FrameReader, encode_frame
+from protocol.messages import Unreadable
+
+__all__ = ["Server"]
+
+RECEIVE_BYTES_MAX = 65_536
+
+
+class Server:
+    """Resource handling: owns its listeners, connection tasks, writer task and channels; all
+    of them end inside :meth:`run`, which returns after a drain.
+
+    Error handling: operating errors of a connection (bad frames, a peer that vanishes) close
+    that connection only; an exception from the writer (a broken invariant) ends :meth:`run`.
+    """
+
+    def __init__(self, cfg: Config, processor: Processor, metrics: Metrics, log: Any) -> None:
+        self.cfg = cfg
+        self.processor = processor
+        self.metrics = metrics
+        self.log = log
+        self.port: int | None = None
+        self._open = 0
+        self._draining = False
+        self._stop = trio.Event()
+        self._reader_scopes: set[trio.CancelScope] = set()
+        # Every connection holds at most its window plus the request its responder waits on.
+        queue_max = cfg.server.connections_max * (cfg.server.inflight_per_connection_max + 1)
+        self._writer_send, self._writer_recv = trio.open_memory_channel[Pending](queue_max)
+
+    def request_stop(self) -> None:
+        """Begin the drain (what SIGTERM does)."""
+        self._stop.set()
+
+    async def run(
+        self,
+        *,
+        handle_signals: bool = False,
+        task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        s = self.cfg.server
+        listeners = await trio.open_tcp_listeners(s.port, host=s.host)
+        self.port = int(listeners[0].socket.getsockname()[1])
+        async with trio.open_nursery() as outer:
+            writer_done = trio.Event()
+            outer.start_soon(self._writer_loop, writer_done)
+            if handle_signals:
+                outer.start_soon(self._watch_signals)
+            with trio.CancelScope() as hard:
+                async with trio.open_nursery() as conns:
+                    accept = trio.CancelScope()
+                    conns.start_soon(self._accept, listeners, conns, accept)
+                    self.log.info(
+                        "listening",
+                        host=s.host,
+                        port=self.port,
+                        framing=s.framing,
+                        connections_max=s.connections_max,
+                        inflight_per_connection_max=s.inflight_per_connection_max,
+                        frame_size_max_bytes=s.frame_size_max_bytes,
+                        idle_timeout_s=s.idle_timeout_s,
+                        batch_size_max=self.cfg.store.batch_size_max,
+                    )
+                    task_status.started(self.port)
+                    await self._stop.wait()
+                    self.log.info("draining", connections=self._open)
+                    self._draining = True
+                    accept.cancel()
+                    for scope in list(self._reader_scopes):
+                        scope.cancel()
+                    hard.deadline = trio.current_time() + s.drain_timeout_s
+            if hard.cancelled_caught:
+                self.log.warning("drain_timeout", drain_timeout_s=s.drain_timeout_s)
+            await self._writer_send.aclose()
+            await writer_done.wait()
+            outer.cancel_scope.cancel()
+        self.log.info("stopped")
+
+    async def _watch_signals(self) -> None:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                self.log.info("signal", signal=signal.Signals(signum).name)
+                self.request_stop()
+
+    async def _accept(
+        self, listeners: list[trio.SocketListener], conns: trio.Nursery, scope: trio.CancelScope
+    ) -> None:
+        with scope:
+            try:
+                await trio.serve_listeners(self._handle, listeners, handler_nursery=conns)
+            finally:
+                for listener in listeners:
+                    await listener.aclose()
+
+    # -- writer -----------------------------------------------------------------------------
+    async def _writer_loop(self, done: trio.Event) -> None:
+        batch_max = self.cfg.store.batch_size_max
+        try:
+            async with self._writer_recv:
+                while True:
+                    try:
+                        first = await self._writer_recv.receive()
+                    except trio.EndOfChannel:
+                        return
+                    batch = [first]
+                    while len(batch) < batch_max:
+                        try:
+                            batch.append(self._writer_recv.receive_nowait())
+                        except (trio.WouldBlock, trio.EndOfChannel):
+                            break
+                    outcomes = await trio.to_thread.run_sync(
+                        self.processor.process_batch, batch, abandon_on_cancel=False
+                    )
+                    assert len(outcomes) == len(batch)
+                    for pending, outcome in zip(batch, outcomes, strict=True):
+                        pending.outcome = outcome
+                        pending.done.set()
+        finally:
+            done.set()
+
+    # -- connections ------------------------------------------------------------------------
+    async def _handle(self, stream: trio.SocketStream) -> None:
+        s = self.cfg.server
+        if self._draining or self._open >= s.connections_max:
+            self.metrics.connections_refused.inc()
+            self.log.warning(
+                "connection_refused",
+                connections=self._open,
+                connections_max=s.connections_max,
+                draining=self._draining,
+            )
+            await stream.aclose()
+            return
+        self._open += 1
+        self.metrics.connections.inc()
+        self.metrics.connections_total.inc()
+        try:
+            send, recv = trio.open_memory_channel[Pending](s.inflight_per_connection_max)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._respond, stream, recv, nursery.cancel_scope)
+                await self._read(stream, send)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self.metrics.connections_closed.labels("peer").inc()
+        finally:
+            self._open -= 1
+            self.metrics.connections.dec()
+            with trio.CancelScope(shield=True):
+                await stream.aclose()
+
+    async def _read(self, stream: trio.SocketStream, send: trio.MemorySendChannel[Pending]) -> None:
+        s = self.cfg.server
+        reader = FrameReader(self.cfg.framing, s.frame_size_max_bytes)
+        async with send:
+            with trio.CancelScope() as scope:
+                self._reader_scopes.add(scope)
+                try:
+                    while True:
+                        with trio.move_on_after(s.idle_timeout_s) as idle:
+                            data = await stream.receive_some(RECEIVE_BYTES_MAX)
+                        if idle.cancelled_caught:
+                            self._closed("idle", buffered=reader.buffered)
+                            return
+                        if not data:
+                            return
+                        try:
+                            frames = reader.feed(data)
+                        except FrameError as exc:
+                            self._closed("frame", reason=exc.reason)
+                            return
+                        for frame in frames:
+                            try:
+                                pending = self.processor.prepare(frame)
+                            except Unreadable as exc:
+                                self._closed("unreadable", reason=str(exc))
+                                return
+                            # Waits while the window is full: TCP back-pressure on the terminal.
+                            await send.send(pending)
+                            if pending.needs_writer:
+                                # Never blocks: the writer queue holds every window (see above).
+                                self._writer_send.send_nowait(pending)
+                finally:
+                    self._reader_scopes.discard(scope)
+
+    def _closed(self, cause: str, **details: Any) -> None:
+        self.metrics.connections_closed.labels(cause).inc()
+        self.log.warning("connection_closed", cause=cause, **details)
+
+    async def _respond(
+        self,
+        stream: trio.SocketStream,
+        recv: trio.MemoryReceiveChannel[Pending],
+        connection_scope: trio.CancelScope,
+    ) -> None:
+        framing = self.cfg.framing
+        try:
+            async with recv:
+                async for pending in recv:
+                    await pending.done.wait()
+                    await stream.send_all(encode_frame(self.processor.respond(pending), framing))
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self.metrics.connections_closed.labels("peer").inc()
+            connection_scope.cancel()

@@ -1,0 +1,403 @@
+"""The LMDB ledger: one environment, named databases, typed records (DESIGN §2, §4).
+
+Resource handling: one ``lmdb.Environment`` per process, opened with ``sync`` so a commit returns
+only after the data is on disk. Write transactions are taken by the single writer (the server's
+group commit) or by an administrative command; LMDB's lock serialises them across processes.
+
+Error handling: ``StoreFull`` when the map is exhausted (answered 91); anything else raised out of
+a write transaction aborts it whole.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import lmdb
+import msgspec
+
+from authsrv.model import (
+    Account,
+    Card,
+    Posting,
+    Product,
+    Store,
+    Terminal,
+    Transfer,
+    card_account,
+)
+
+__all__ = ["Ledger", "LedgerStore", "StoreError", "StoreFull", "check_ledger"]
+
+SCHEMA_VERSION = 1
+DBS = (
+    "meta",
+    "keys",
+    "products",
+    "stores",
+    "terminals",
+    "cards",
+    "card_index",
+    "accounts",
+    "journal",
+    "card_journal",
+)
+MAX_DBS = 16
+MAX_READERS = 256
+U64 = 8
+
+T = TypeVar("T")
+
+_enc = msgspec.msgpack.Encoder()
+_dec_product = msgspec.msgpack.Decoder(Product)
+_dec_store = msgspec.msgpack.Decoder(Store)
+_dec_terminal = msgspec.msgpack.Decoder(Terminal)
+_dec_card = msgspec.msgpack.Decoder(Card)
+_dec_account = msgspec.msgpack.Decoder(Account)
+_dec_transfer = msgspec.msgpack.Decoder(Transfer)
+
+
+class StoreError(Exception):
+    """The store cannot be opened or used as asked; the message says what to do."""
+
+
+class StoreFull(StoreError):
+    """The LMDB map is full: raise ``store.map_size_mib`` and restart."""
+
+
+def _u64(n: int) -> bytes:
+    return n.to_bytes(U64, "big")
+
+
+@dataclass(frozen=True, slots=True)
+class _Dbs:
+    meta: Any
+    keys: Any
+    products: Any
+    stores: Any
+    terminals: Any
+    cards: Any
+    card_index: Any
+    accounts: Any
+    journal: Any
+    card_journal: Any
+
+
+class Ledger:
+    """Typed access to one LMDB transaction (read or write)."""
+
+    def __init__(self, txn: Any, dbs: _Dbs) -> None:
+        self.txn = txn
+        self.dbs = dbs
+
+    # -- reference data ---------------------------------------------------------------------
+    def product(self, product_id: str) -> Product | None:
+        raw = self.txn.get(product_id.encode(), db=self.dbs.products)
+        return None if raw is None else _dec_product.decode(raw)
+
+    def put_product(self, product: Product) -> None:
+        self.txn.put(product.id.encode(), _enc.encode(product), db=self.dbs.products)
+
+    def store(self, store_id: str) -> Store | None:
+        raw = self.txn.get(store_id.encode(), db=self.dbs.stores)
+        return None if raw is None else _dec_store.decode(raw)
+
+    def put_store(self, store: Store) -> None:
+        self.txn.put(store.id.encode(), _enc.encode(store), db=self.dbs.stores)
+
+    def terminal(self, terminal_id: str) -> Terminal | None:
+        raw = self.txn.get(terminal_id.encode(), db=self.dbs.terminals)
+        return None if raw is None else _dec_terminal.decode(raw)
+
+    def put_terminal(self, terminal: Terminal) -> None:
+        self.txn.put(terminal.id.encode(), _enc.encode(terminal), db=self.dbs.terminals)
+
+    def _all(self, db: Any, decoder: msgspec.msgpack.Decoder[T]) -> Iterator[T]:
+        for _key, raw in self.txn.cursor(db=db):
+            yield decoder.decode(raw)
+
+    def products(self) -> Iterator[Product]:
+        return self._all(self.dbs.products, _dec_product)
+
+    def stores(self) -> Iterator[Store]:
+        return self._all(self.dbs.stores, _dec_store)
+
+    def terminals(self) -> Iterator[Terminal]:
+        return self._all(self.dbs.terminals, _dec_terminal)
+
+    def cards(self) -> Iterator[Card]:
+        return self._all(self.dbs.cards, _dec_card)
+
+    # -- keys (TR-31 blocks) ----------------------------------------------------------------
+    def key_blocks(self) -> dict[str, str]:
+        return {k.decode(): v.decode() for k, v in self.txn.cursor(db=self.dbs.keys)}
+
+    def put_key_block(self, name: str, block: str) -> None:
+        self.txn.put(name.encode(), block.encode(), db=self.dbs.keys)
+
+    # -- counters and meta ------------------------------------------------------------------
+    def meta(self, name: str) -> bytes | None:
+        raw: bytes | None = self.txn.get(name.encode(), db=self.dbs.meta)
+        return raw
+
+    def put_meta(self, name: str, value: bytes) -> None:
+        self.txn.put(name.encode(), value, db=self.dbs.meta)
+
+    def next_seq(self, name: str) -> int:
+        """Increment and return a durable counter (first value 1)."""
+        key = f"seq:{name}".encode()
+        raw = self.txn.get(key, db=self.dbs.meta)
+        value = (int.from_bytes(raw, "big") if raw else 0) + 1
+        self.txn.put(key, _u64(value), db=self.dbs.meta)
+        return value
+
+    # -- cards ------------------------------------------------------------------------------
+    def card(self, card_id: int) -> Card | None:
+        raw = self.txn.get(_u64(card_id), db=self.dbs.cards)
+        return None if raw is None else _dec_card.decode(raw)
+
+    def card_by_hashes(self, hashes: list[bytes]) -> Card | None:
+        for digest in hashes:
+            raw = self.txn.get(digest, db=self.dbs.card_index)
+            if raw is not None:
+                card = self.card(int.from_bytes(raw, "big"))
+                assert card is not None, "card index points to a missing card"
+                return card
+        return None
+
+    def card_hash_taken(self, digest: bytes) -> bool:
+        return self.txn.get(digest, db=self.dbs.card_index) is not None
+
+    def put_card(self, card: Card, digest: bytes | None = None) -> None:
+        self.txn.put(_u64(card.id), _enc.encode(card), db=self.dbs.cards)
+        if digest is not None:
+            assert digest[0] == card.hash_version
+            added = self.txn.put(digest, _u64(card.id), db=self.dbs.card_index, overwrite=False)
+            assert added, "card hash already indexed"
+
+    # -- accounts and journal ---------------------------------------------------------------
+    def account(self, key: str) -> Account | None:
+        raw = self.txn.get(key.encode(), db=self.dbs.accounts)
+        return None if raw is None else _dec_account.decode(raw)
+
+    def balance(self, key: str) -> int:
+        acct = self.account(key)
+        return 0 if acct is None else acct.balance_minor
+
+    def accounts(self) -> Iterator[tuple[str, Account]]:
+        for key, raw in self.txn.cursor(db=self.dbs.accounts):
+            yield key.decode(), _dec_account.decode(raw)
+
+    def post(
+        self,
+        posting: Posting,
+        *,
+        at_ms: int,
+        op: str,
+        card_id: int,
+        terminal_id: str,
+        store_id: str,
+        stan: str,
+        rrn: str,
+        approval: str,
+    ) -> Transfer:
+        """Apply one double-entry posting and journal it."""
+        assert posting.amount_minor > 0, posting
+        assert posting.debit != posting.credit, posting
+        for key, delta in (
+            (posting.debit, -posting.amount_minor),
+            (posting.credit, posting.amount_minor),
+        ):
+            acct = self.account(key)
+            if acct is None:
+                acct = Account(posting.unit, 0)
+            assert acct.unit == posting.unit, f"unit mismatch on {key}"
+            new = Account(acct.unit, acct.balance_minor + delta)
+            self.txn.put(key.encode(), _enc.encode(new), db=self.dbs.accounts)
+        seq = self.next_seq("transfer")
+        transfer = Transfer(
+            seq=seq,
+            at_ms=at_ms,
+            op=op,
+            debit=posting.debit,
+            credit=posting.credit,
+            amount_minor=posting.amount_minor,
+            unit=posting.unit,
+            card_id=card_id,
+            terminal_id=terminal_id,
+            store_id=store_id,
+            stan=stan,
+            rrn=rrn,
+            approval=approval,
+        )
+        added = self.txn.put(_u64(seq), _enc.encode(transfer), db=self.dbs.journal, append=True)
+        assert added, "journal sequence reused"
+        if card_id:
+            self.txn.put(_u64(card_id) + _u64(seq), b"", db=self.dbs.card_journal)
+        return transfer
+
+    def journal(self) -> Iterator[Transfer]:
+        return self._all(self.dbs.journal, _dec_transfer)
+
+    def card_history(self, card_id: int, limit: int) -> list[Transfer]:
+        """The newest ``limit`` transfers of one card, oldest first."""
+        prefix = _u64(card_id)
+        cursor = self.txn.cursor(db=self.dbs.card_journal)
+        seqs: list[bytes] = []
+        if cursor.set_range(prefix):
+            for key in cursor.iternext(keys=True, values=False):
+                if not key.startswith(prefix):
+                    break
+                seqs.append(key[U64:])
+        result = []
+        for seq in seqs[-limit:]:
+            raw = self.txn.get(seq, db=self.dbs.journal)
+            assert raw is not None, "card journal points to a missing transfer"
+            result.append(_dec_transfer.decode(raw))
+        return result
+
+
+class LedgerStore:
+    """The LMDB environment and its databases.
+
+    ``map_size_bytes`` is the largest the store may grow (LMDB's map); ``readonly`` opens it for
+    reports and checks without taking the writer lock.
+    """
+
+    def __init__(self, path: Path, *, map_size_bytes: int, readonly: bool = False) -> None:
+        if not (path / "data.mdb").exists():
+            raise StoreError(f"no store at {path}; create one with `authsrv init --data {path}`")
+        self.path = path
+        self.env = self._open(path, map_size_bytes, readonly)
+        self._dbs = self._open_dbs(create=False)
+        with self.read() as led:
+            version = led.meta("schema")
+        if version != str(SCHEMA_VERSION).encode():
+            raise StoreError(f"store at {path} has schema {version!r}, expected {SCHEMA_VERSION}")
+
+    @staticmethod
+    def _open(path: Path, map_size_bytes: int, readonly: bool) -> Any:
+        try:
+            return lmdb.open(
+                str(path),
+                map_size=map_size_bytes,
+                max_dbs=MAX_DBS,
+                max_readers=MAX_READERS,
+                sync=True,
+                metasync=True,
+                readahead=False,
+                readonly=readonly,
+                lock=True,
+            )
+        except lmdb.Error as exc:
+            raise StoreError(f"cannot open store at {path}: {exc}") from None
+
+    def _open_dbs(self, create: bool) -> _Dbs:
+        handles = {}
+        for name in DBS:
+            try:
+                handles[name] = self.env.open_db(name.encode(), create=create)
+            except lmdb.NotFoundError:
+                raise StoreError(f"store at {self.path} lacks database {name}") from None
+        return _Dbs(**handles)
+
+    @classmethod
+    def create(cls, path: Path, *, map_size_bytes: int, key_blocks: dict[str, str]) -> LedgerStore:
+        """Create an empty store with its working keys; refuses an existing one."""
+        if (path / "data.mdb").exists():
+            raise StoreError(f"a store already exists at {path}")
+        path.mkdir(parents=True, exist_ok=True)
+        os.chmod(path, 0o700)
+        env = cls._open(path, map_size_bytes, readonly=False)
+        with env.begin(write=True) as txn:
+            for name in DBS:
+                env.open_db(name.encode(), txn=txn, create=True)
+            meta = env.open_db(b"meta", txn=txn)
+            keys = env.open_db(b"keys", txn=txn)
+            txn.put(b"schema", str(SCHEMA_VERSION).encode(), db=meta)
+            for name, block in key_blocks.items():
+                txn.put(name.encode(), block.encode(), db=keys)
+        env.close()
+        return cls(path, map_size_bytes=map_size_bytes)
+
+    @contextmanager
+    def read(self) -> Iterator[Ledger]:
+        with self.env.begin(write=False, buffers=False) as txn:
+            yield Ledger(txn, self._dbs)
+
+    @contextmanager
+    def write(self) -> Iterator[Ledger]:
+        """A write transaction committed (with sync) on success, aborted on any exception."""
+        try:
+            with self.env.begin(write=True) as txn:
+                yield Ledger(txn, self._dbs)
+        except lmdb.MapFullError:
+            raise StoreFull(
+                f"store at {self.path} is full; raise store.map_size_mib and restart"
+            ) from None
+
+    def size_bytes(self) -> int:
+        info = self.env.info()
+        stat = self.env.stat()
+        return int((info["last_pgno"] + 1) * stat["psize"])
+
+    def backup(self, target: Path) -> None:
+        """A consistent hot copy with compaction into the empty or new directory ``target``."""
+        target.mkdir(parents=True, exist_ok=True)
+        if any(target.iterdir()):
+            raise StoreError(f"backup directory {target} is not empty")
+        os.chmod(target, 0o700)
+        self.env.copy(str(target), compact=True)
+
+    def close(self) -> None:
+        self.env.close()
+
+
+def check_ledger(led: Ledger) -> list[str]:
+    """Every invariant of DESIGN §4 that the ledger alone can prove; returns the problems.
+
+    - per unit, all balances sum to zero;
+    - every account's balance equals the sum of its journal transfers;
+    - every card's purse account is in the card's product currency.
+    """
+    problems: list[str] = []
+    from_journal: dict[str, int] = {}
+    last_seq = 0
+    for t in led.journal():
+        if t.seq != last_seq + 1:
+            problems.append(f"journal gap after transfer {last_seq}")
+        last_seq = t.seq
+        if t.amount_minor <= 0:
+            problems.append(f"transfer {t.seq} has a non-positive amount")
+        from_journal[t.debit] = from_journal.get(t.debit, 0) - t.amount_minor
+        from_journal[t.credit] = from_journal.get(t.credit, 0) + t.amount_minor
+    totals: dict[str, int] = {}
+    seen: set[str] = set()
+    for key, acct in led.accounts():
+        seen.add(key)
+        totals[acct.unit] = totals.get(acct.unit, 0) + acct.balance_minor
+        if from_journal.get(key, 0) != acct.balance_minor:
+            problems.append(
+                f"account {key} balance {acct.balance_minor} != journal {from_journal.get(key, 0)}"
+            )
+    for key in from_journal.keys() - seen:
+        problems.append(f"account {key} appears in the journal but has no balance record")
+    for unit, total in sorted(totals.items()):
+        if total != 0:
+            problems.append(f"unit {unit} does not balance: sum of balances is {total}")
+    products = {p.id: p for p in led.products()}
+    for card in led.cards():
+        product = products.get(card.product)
+        if product is None:
+            problems.append(f"card {card.id} has unknown product {card.product}")
+            continue
+        purse = led.account(card_account(card.id))
+        if purse is not None and purse.unit != product.currency:
+            problems.append(
+                f"card {card.id} purse is in {purse.unit}, product in {product.currency}"
+            )
+    return problems

@@ -1,0 +1,50 @@
+"""Card numbers: Luhn check digit and masking for display and logs (DESIGN §6)."""
+
+from __future__ import annotations
+
+__all__ = ["luhn_check_digit", "luhn_valid", "mask_pan"]
+
+PAN_LEN_MIN = 12
+PAN_LEN_MAX = 19
+
+
+def luhn_check_digit(body: str) -> str:
+    """The digit that makes ``body + digit`` Luhn-valid.
+
+    >>> luhn_check_digit("7992739871")
+    '3'
+    """
+    total = 0
+    for i, ch in enumerate(reversed(body)):
+        d = ord(ch) - 48
+        if i % 2 == 0:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return str((10 - total % 10) % 10)
+
+
+def luhn_valid(pan: str) -> bool:
+    """True when the last digit of ``pan`` is its Luhn check digit.
+
+    >>> luhn_valid("79927398713"), luhn_valid("79927398710")
+    (True, False)
+    """
+    if len(pan) < 2 or not (pan.isascii() and pan.isdigit()):
+        return False
+    return luhn_check_digit(pan[:-1]) == pan[-1]
+
+
+def mask_pan(pan: str) -> str:
+    """First six and last four digits, the rest as ``*``; short numbers show less.
+
+    >>> mask_pan("6036280000000000003")
+    '603628*********0003'
+    """
+    n = len(pan)
+    if n >= PAN_LEN_MIN:
+        return pan[:6] + "*" * (n - 10) + pan[-4:]
+    if n > 4:
+        return "*" * (n - 4) + pan[-4:]
+    return "*" * n
