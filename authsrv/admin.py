@@ -17,9 +17,9 @@ from pathlib import Path
 
 from authsrv.engine import card_expired
 from authsrv.model import Card, CardState, Product, Store, Terminal, Transfer, card_account
-from authsrv.store import LedgerStore
+from authsrv.store import Ledger, LedgerStore
 from keys import KeyStore
-from protocol.cards import luhn_check_digit
+from protocol.cards import luhn_check_digit, luhn_valid
 
 __all__ = [
     "AdminError",
@@ -29,6 +29,7 @@ __all__ = [
     "add_terminal",
     "card_view",
     "issue_cards",
+    "register_card",
 ]
 
 ISSUE_COUNT_MAX = 1_000_000
@@ -129,18 +130,7 @@ def issue_cards(
                     prefix=product.prefix,
                     random_len=random_len,
                 )
-                card = Card(
-                    id=led.next_seq("card"),
-                    product=product.id,
-                    state=CardState.ISSUED,
-                    first6=pan[:6],
-                    last4=pan[-4:],
-                    pan_len=len(pan),
-                    expiry=card_expiry,
-                    hash_version=digest[0],
-                    issued_ms=now_ms,
-                )
-                led.put_card(card, digest)
+                card = _put_new_card(led, product, pan, digest, card_expiry, now_ms)
                 writer.writerow([pan, card_expiry, product.id, card.id])
                 ids.append(card.id)
     except BaseException:
@@ -148,6 +138,45 @@ def issue_cards(
             out.unlink()
         raise
     return ids
+
+
+def _put_new_card(
+    led: Ledger, product: Product, pan: str, digest: bytes, expiry: str, now_ms: int
+) -> Card:
+    card = Card(
+        id=led.next_seq("card"),
+        product=product.id,
+        state=CardState.ISSUED,
+        first6=pan[:6],
+        last4=pan[-4:],
+        pan_len=len(pan),
+        expiry=expiry,
+        hash_version=digest[0],
+        issued_ms=now_ms,
+    )
+    led.put_card(card, digest)
+    return card
+
+
+def register_card(
+    store: LedgerStore, keys: KeyStore, product_id: str, pan: str, expiry: str, now_ms: int
+) -> int:
+    """Register one known card number (cards made elsewhere, e.g. by a card manufacturer).
+
+    Error handling: :class:`AdminError` for a number outside the product's range, a bad check
+    digit or a number already registered.
+    """
+    with store.write() as led:
+        product = led.product(product_id)
+        if product is None:
+            raise AdminError(f"product {product_id} does not exist")
+        if not (pan.startswith(product.prefix) and len(pan) == product.pan_len):
+            raise AdminError("card number is not in the product's range")
+        if not luhn_valid(pan):
+            raise AdminError("card number has a bad check digit")
+        if any(led.card_hash_taken(h) for h in keys.pan_hashes(pan)):
+            raise AdminError("card number is already registered")
+        return _put_new_card(led, product, pan, keys.pan_hash(pan), expiry, now_ms).id
 
 
 def _new_pan(

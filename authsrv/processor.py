@@ -233,7 +233,8 @@ class Processor:
         decision = decide(req, ctx)
 
         rrn = approval = None
-        if req.mti_class in FINANCIAL_CLASSES:
+        # A request from an unknown terminal or store changes nothing, not even a counter.
+        if req.mti_class in FINANCIAL_CLASSES and decision.rc != "03":
             rrn = req.rrn or _rrn(led.next_seq("rrn"), now_ms)
             if decision.approved:
                 approval = f"{led.next_seq('approval') % 1_000_000:06d}"

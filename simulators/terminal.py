@@ -231,7 +231,8 @@ def describe_exchange(
     if "2" in req:
         head += f"  card {mask_pan(req['2'])}"
     if "4" in req:
-        head += f"  amount {format_minor(int(req['4']), currency)}"
+        amount = req["4"]
+        head += f"  amount {format_minor(int(amount), currency) if amount.isdigit() else amount}"
     head += f"  terminal {req['41']}  stan {req['11']}"
     lines.append(head)
     if verbose:

@@ -1,0 +1,317 @@
+"""Test harness: provisioned stores, a real host in a subprocess, raw ISO 8583 exchanges."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+import iso8583
+import lmdb
+import trio
+
+from authsrv.admin import add_product, add_store, add_terminal, issue_cards
+from authsrv.app import Host, init_store, open_host, open_keys
+from authsrv.config import load_config
+from authsrv.logs import configure_logging
+from authsrv.model import Product, Store, Terminal
+from authsrv.server import Server
+from protocol.dialect import HOUSE_ASCII
+from protocol.framing import encode_frame
+from simulators.terminal import TerminalConnection
+
+CHAIN = "ACME"
+OTHER_CHAIN = "OTHER"
+STARTUP_TIMEOUT_S = 20.0
+STOP_TIMEOUT_S = 20.0
+SOCKET_TIMEOUT_S = 10.0
+
+
+def gift_product(**overrides: object) -> Product:
+    values: dict[str, object] = dict(
+        id="GIFT",
+        chain=CHAIN,
+        kind="gift",
+        currency="978",
+        prefix="603628",
+        pan_len=16,
+        fixed_value_minor=0,
+        load_min_minor=500,
+        load_max_minor=50000,
+        balance_max_minor=100000,
+        redeem_min_minor=1,
+        expiry_months=36,
+        reloadable=True,
+        cashout=True,
+    )
+    values.update(overrides)
+    return Product(**values)  # type: ignore[arg-type]
+
+
+@dataclass
+class Provisioned:
+    """A store on disk with: product GIFT (chain ACME, EUR); stores S0001, S0002 (ACME) and
+    X0001 (chain OTHER); terminals T0000001/T0000002 in S0001, T0000003 in S0002, T0000009 in
+    X0001; cards in ``cards`` (issued, not active) and ``expired`` (expiry 2401)."""
+
+    data: Path
+    cards_file: Path
+    expired_file: Path
+    cards: list[str] = field(default_factory=list)
+    expired: list[str] = field(default_factory=list)
+
+    def all_pans(self) -> list[str]:
+        return self.cards + self.expired
+
+
+def read_pans(path: Path) -> list[str]:
+    with path.open(newline="") as fh:
+        return [row["pan"] for row in csv.DictReader(fh)]
+
+
+def provision(root: Path, card_count: int = 8) -> Provisioned:
+    data = root / "data"
+    store, _ = init_store(data, 64)
+    try:
+        add_product(store, gift_product())
+        add_store(store, Store(id="S0001", name="City", chain=CHAIN))
+        add_store(store, Store(id="S0002", name="Mall", chain=CHAIN))
+        add_store(store, Store(id="X0001", name="Elsewhere", chain=OTHER_CHAIN))
+        add_terminal(store, Terminal(id="T0000001", store_id="S0001"))
+        add_terminal(store, Terminal(id="T0000002", store_id="S0001"))
+        add_terminal(store, Terminal(id="T0000003", store_id="S0002"))
+        add_terminal(store, Terminal(id="T0000009", store_id="X0001"))
+        keys = open_keys(store)
+        cards_file = root / "cards.csv"
+        expired_file = root / "expired.csv"
+        issue_cards(store, keys, "GIFT", card_count, cards_file)
+        issue_cards(store, keys, "GIFT", 2, expired_file, expiry="2401")
+    finally:
+        store.close()
+    return Provisioned(
+        data, cards_file, expired_file, read_pans(cards_file), read_pans(expired_file)
+    )
+
+
+def store_snapshot(data: Path) -> dict[str, dict[bytes, bytes]]:
+    """Every key and value of every named database, for 'nothing changed' assertions."""
+    env = lmdb.open(str(data), readonly=True, max_dbs=16, lock=False)
+    try:
+        snap: dict[str, dict[bytes, bytes]] = {}
+        with env.begin() as txn:
+            names = [k for k, _ in txn.cursor()]
+        for name in names:
+            db = env.open_db(name, create=False)
+            with env.begin(db=db) as txn:
+                snap[name.decode()] = dict(txn.cursor())
+        return snap
+    finally:
+        env.close()
+
+
+@dataclass
+class HostProcess:
+    proc: subprocess.Popen[bytes]
+    port: int
+    metrics_port: int | None
+    log_path: Path
+
+    def log_lines(self) -> list[dict[str, object]]:
+        lines = []
+        for raw in self.log_path.read_text().splitlines():
+            if raw.startswith("{"):
+                lines.append(json.loads(raw))
+        return lines
+
+
+def authsrv_cmd() -> list[str]:
+    return [sys.executable, "-m", "authsrv"]
+
+
+def run_cli(
+    *args: str, env: Mapping[str, str] | None = None, timeout: float = 60.0
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*authsrv_cmd(), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
+
+
+@contextmanager
+def running_host(
+    data: Path,
+    log_path: Path,
+    *,
+    env: Mapping[str, str] | None = None,
+    extra_args: tuple[str, ...] = (),
+    metrics: bool = False,
+) -> Iterator[HostProcess]:
+    """``authsrv serve`` on 127.0.0.1 with an ephemeral port; SIGTERM and a clean exit at the
+    end (asserted)."""
+    args = [*authsrv_cmd(), "serve", "--data", str(data), "--port", "0", *extra_args]
+    full_env = {**os.environ, **(env or {})}
+    if metrics:
+        args += ["--metrics-port", "0"]
+    else:
+        full_env["AUTHSRV_METRICS_ENABLED"] = "false"
+    with log_path.open("ab") as log_fh:
+        proc = subprocess.Popen(args, stdout=log_fh, stderr=subprocess.STDOUT, env=full_env)
+    try:
+        port, metrics_port = _wait_listening(proc, log_path)
+        host = HostProcess(proc, port, metrics_port, log_path)
+        yield host
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise AssertionError("host did not stop after SIGTERM") from None
+    assert proc.returncode == 0, f"host exited {proc.returncode}: {log_path.read_text()[-2000:]}"
+
+
+def _wait_listening(proc: subprocess.Popen[bytes], log_path: Path) -> tuple[int, int | None]:
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    metrics_port = None
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"host exited at start: {log_path.read_text()[-2000:]}")
+        for raw in log_path.read_text().splitlines():
+            if not raw.startswith("{"):
+                continue
+            event = json.loads(raw)
+            if event.get("event") == "metrics":
+                metrics_port = int(str(event["url"]).rsplit(":", 1)[1].split("/")[0])
+            if event.get("event") == "listening":
+                return int(event["port"]), metrics_port
+        time.sleep(0.05)
+    raise AssertionError("host did not start listening in time")
+
+
+class RawClient:
+    """A blocking socket client speaking the 2-byte framing; for exact-bytes tests."""
+
+    def __init__(self, port: int, host: str = "127.0.0.1") -> None:
+        self.sock = socket.create_connection((host, port), timeout=SOCKET_TIMEOUT_S)
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> RawClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def send_payload(self, payload: bytes) -> None:
+        self.sock.sendall(encode_frame(payload))
+
+    def send_bytes(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def recv_exact(self, n: int) -> bytes:
+        buf = b""
+        while len(buf) < n:
+            chunk = self.sock.recv(n - len(buf))
+            if not chunk:
+                raise ConnectionError("closed by host")
+            buf += chunk
+        return buf
+
+    def recv_payload(self) -> bytes:
+        size = int.from_bytes(self.recv_exact(2), "big")
+        return self.recv_exact(size)
+
+    def closed_by_host(self) -> bool:
+        """True when the host closes the connection (EOF or reset) within the timeout."""
+        try:
+            return self.sock.recv(1) == b""
+        except ConnectionResetError:
+            return True
+
+    def exchange(self, fields: Mapping[str, str]) -> dict[str, str]:
+        encoded, _ = iso8583.encode(dict(fields), HOUSE_ASCII)
+        self.send_payload(bytes(encoded))
+        return decode(self.recv_payload())
+
+
+def decode(payload: bytes) -> dict[str, str]:
+    decoded, _ = iso8583.decode(payload, HOUSE_ASCII)
+    return dict(decoded)
+
+
+def scan_for(paths: list[Path], needles: list[str]) -> list[str]:
+    """Where any of ``needles`` occurs in the files under ``paths`` (as ASCII bytes)."""
+    found = []
+    wanted = [n.encode() for n in needles]
+    for root in paths:
+        files = [root] if root.is_file() else [p for p in root.rglob("*") if p.is_file()]
+        for path in files:
+            blob = path.read_bytes()
+            for needle in wanted:
+                if needle in blob:
+                    found.append(f"{path}: {needle[:6].decode()}...")
+    return found
+
+
+@asynccontextmanager
+async def serve_in_process(
+    data: Path,
+    *,
+    clock_ms: Callable[[], int] | None = None,
+    overrides: Mapping[str, object] | None = None,
+    log_stream: TextIO | None = None,
+) -> AsyncIterator[InProcessHost]:
+    """A real ``Server`` on 127.0.0.1 (ephemeral port) inside the test's trio loop.
+
+    ``clock_ms`` fixes the host's clock (the engine takes time as an input); ``overrides`` are
+    config settings such as ``{"server.idle_timeout_s": 1}``.
+    """
+    cfg = load_config(
+        None,
+        {},
+        {"store.path": str(data), "server.port": 0, "metrics.enabled": False, **(overrides or {})},
+    )
+    configure_logging("info", log_stream or io.StringIO())
+    host = open_host(cfg)
+    if clock_ms is not None:
+        host.processor.clock_ms = clock_ms
+    try:
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(_run, host.server)
+            yield InProcessHost(host, port)
+            host.server.request_stop()
+    finally:
+        host.close()
+
+
+async def _run(
+    server: Server, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+) -> None:
+    await server.run(task_status=task_status)
+
+
+@dataclass
+class InProcessHost:
+    host: Host
+    port: int
+
+    async def connect(self) -> TerminalConnection:
+        return await TerminalConnection.open("127.0.0.1", self.port)
