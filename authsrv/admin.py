@@ -45,8 +45,8 @@ class AdminError(Exception):
 def add_product(store: LedgerStore, product: Product) -> None:
     if not (product.prefix.isdigit() and 4 <= len(product.prefix) <= 11):
         raise AdminError("--prefix must be 4 to 11 digits (the card range)")
-    if not 12 <= product.pan_len <= 19 or product.pan_len - len(product.prefix) < 6:
-        raise AdminError("--pan-length must be 12-19 and leave at least 6 random digits")
+    if not 13 <= product.pan_len <= 19 or product.pan_len - len(product.prefix) < 6:
+        raise AdminError("--pan-length must be 13-19 and leave at least 6 random digits")
     if product.load_min_minor > product.load_max_minor:
         raise AdminError("--load-min is above --load-max")
     if max(product.load_max_minor, product.fixed_value_minor) > product.balance_max_minor:

@@ -20,7 +20,8 @@ from protocol.cards import luhn_valid, mask_pan
 __all__ = ["configure_logging", "get_logger", "mask_card_data"]
 
 _TRACK2 = re.compile(r"\d{12,19}[=D]\d{4,}")
-_DIGIT_RUN = re.compile(r"(?<!\d)\d{12,19}(?!\d)")
+# 13+ digits: 12-digit runs are RRNs and amounts; a product card number has 13 to 19.
+_DIGIT_RUN = re.compile(r"(?<!\d)\d{13,19}(?!\d)")
 _LEVELS = {
     "debug": logging.DEBUG,
     "info": logging.INFO,

@@ -148,10 +148,12 @@ class Processor:
         if req is None:
             assert pending.error is not None
             f = pending.error_fields
+            pan = f.get("2", "")
             self.log.info(
                 "request",
                 mti=pending.mti,
                 rc=rc,
+                card=mask_pan(pan) if pan.isdigit() else None,
                 terminal=f.get("41"),
                 store=f.get("42"),
                 stan=f.get("11"),

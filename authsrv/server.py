@@ -15,7 +15,9 @@ Limits and what happens when one is reached:
 - ``frame_size_max_bytes``: a larger length header closes that connection (counted, logged);
 - ``idle_timeout_s``: a connection that sends nothing for this long is closed;
 - ``inflight_per_connection_max``: the reader waits; nothing is dropped;
-- ``drain_timeout_s``: on SIGTERM, in-flight work gets this long, then connections are cut.
+- ``drain_timeout_s``: on SIGTERM the host stops accepting, answers what terminals have
+  already sent (reading until a connection is quiet for ``DRAIN_QUIET_S``), and cuts whatever
+  is left after this long.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ from protocol.messages import Unreadable
 __all__ = ["Server"]
 
 RECEIVE_BYTES_MAX = 65_536
+# While draining, a connection is closed once its terminal has sent nothing for this long.
+DRAIN_QUIET_S = 0.2
 
 
 class Server:
@@ -53,7 +57,7 @@ class Server:
         self._open = 0
         self._draining = False
         self._stop = trio.Event()
-        self._reader_scopes: set[trio.CancelScope] = set()
+        self._idle_scopes: set[trio.CancelScope] = set()
         # Every connection holds at most its window plus the request its responder waits on.
         queue_max = cfg.server.connections_max * (cfg.server.inflight_per_connection_max + 1)
         self._writer_send, self._writer_recv = trio.open_memory_channel[Pending](queue_max)
@@ -96,8 +100,11 @@ class Server:
                     self.log.info("draining", connections=self._open)
                     self._draining = True
                     accept.cancel()
-                    for scope in list(self._reader_scopes):
-                        scope.cancel()
+                    # Readers go on reading what terminals already sent until the line has
+                    # been quiet for DRAIN_QUIET_S; the hard deadline bounds it all.
+                    quiet_until = trio.current_time() + DRAIN_QUIET_S
+                    for scope in list(self._idle_scopes):
+                        scope.deadline = min(scope.deadline, quiet_until)
                     hard.deadline = trio.current_time() + s.drain_timeout_s
             if hard.cancelled_caught:
                 self.log.warning("drain_timeout", drain_timeout_s=s.drain_timeout_s)
@@ -181,35 +188,36 @@ class Server:
         s = self.cfg.server
         reader = FrameReader(self.cfg.framing, s.frame_size_max_bytes)
         async with send:
-            with trio.CancelScope() as scope:
-                self._reader_scopes.add(scope)
+            while True:
+                timeout_s = DRAIN_QUIET_S if self._draining else s.idle_timeout_s
+                with trio.move_on_after(timeout_s) as idle:
+                    self._idle_scopes.add(idle)
+                    try:
+                        data = await stream.receive_some(RECEIVE_BYTES_MAX)
+                    finally:
+                        self._idle_scopes.discard(idle)
+                if idle.cancelled_caught:
+                    if not self._draining:
+                        self._closed("idle", buffered=reader.buffered)
+                    return
+                if not data:
+                    return
                 try:
-                    while True:
-                        with trio.move_on_after(s.idle_timeout_s) as idle:
-                            data = await stream.receive_some(RECEIVE_BYTES_MAX)
-                        if idle.cancelled_caught:
-                            self._closed("idle", buffered=reader.buffered)
-                            return
-                        if not data:
-                            return
-                        try:
-                            frames = reader.feed(data)
-                        except FrameError as exc:
-                            self._closed("frame", reason=exc.reason)
-                            return
-                        for frame in frames:
-                            try:
-                                pending = self.processor.prepare(frame)
-                            except Unreadable as exc:
-                                self._closed("unreadable", reason=str(exc))
-                                return
-                            # Waits while the window is full: TCP back-pressure on the terminal.
-                            await send.send(pending)
-                            if pending.needs_writer:
-                                # Never blocks: the writer queue holds every window (see above).
-                                self._writer_send.send_nowait(pending)
-                finally:
-                    self._reader_scopes.discard(scope)
+                    frames = reader.feed(data)
+                except FrameError as exc:
+                    self._closed("frame", reason=exc.reason)
+                    return
+                for frame in frames:
+                    try:
+                        pending = self.processor.prepare(frame)
+                    except Unreadable as exc:
+                        self._closed("unreadable", reason=str(exc))
+                        return
+                    # Waits while the window is full: TCP back-pressure on the terminal.
+                    await send.send(pending)
+                    if pending.needs_writer:
+                        # Never blocks: the writer queue holds every window (see __init__).
+                        self._writer_send.send_nowait(pending)
 
     def _closed(self, cause: str, **details: Any) -> None:
         self.metrics.connections_closed.labels(cause).inc()

@@ -1,0 +1,248 @@
+"""Server limits and lifecycle: connections, idle time, in-flight window, sign-on, drain."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import time
+import urllib.request
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import trio
+
+from authsrv.admin import add_terminal
+from authsrv.app import open_store
+from authsrv.model import Terminal
+from protocol.messages import encode_message
+from simulators.terminal import SimError, build_request, decode_response, summarize
+from tests.helpers import (
+    Provisioned,
+    RawClient,
+    run_cli,
+    running_host,
+    scan_for,
+    serve_in_process,
+)
+
+NOW = datetime(2026, 11, 22, 10, 30, 0, tzinfo=UTC)
+NOW_MS = int(NOW.timestamp() * 1000)
+
+
+def _clock() -> int:
+    return NOW_MS
+
+
+def _echo(stan: str = "000001") -> dict[str, str]:
+    return build_request("echo", terminal="T0000001", store="S0001", stan=stan, now=NOW)
+
+
+async def test_connections_max_refuses_the_next_connection(provisioned: Provisioned) -> None:
+    async with serve_in_process(
+        provisioned.data, clock_ms=_clock, overrides={"server.connections_max": 2}
+    ) as h:
+        first = await h.connect()
+        second = await h.connect()
+        assert summarize(await first.exchange(_echo())).rc == "00"
+        assert summarize(await second.exchange(_echo())).rc == "00"
+        third = await h.connect()
+        with pytest.raises(SimError, match="closed the connection"):
+            await third.exchange(_echo())
+        await third.__aexit__()
+        await first.__aexit__()
+        # The slot is free again once the host has seen the close.
+        answer = None
+        for _ in range(100):
+            fourth = await h.connect()
+            try:
+                answer = await fourth.exchange(_echo())
+                break
+            except SimError:
+                await trio.sleep(0.01)
+            finally:
+                await fourth.__aexit__()
+        assert answer is not None and answer["39"] == "00"
+        assert summarize(await second.exchange(_echo("000002"))).rc == "00"
+        await second.__aexit__()
+        assert h.host.metrics.connections_refused._value.get() >= 1
+
+
+async def test_idle_connection_is_closed(provisioned: Provisioned) -> None:
+    async with (
+        serve_in_process(
+            provisioned.data, clock_ms=_clock, overrides={"server.idle_timeout_s": 1}
+        ) as h,
+        await h.connect() as conn,
+    ):
+        assert summarize(await conn.exchange(_echo())).rc == "00"
+        started = trio.current_time()
+        with trio.fail_after(5):
+            data = await conn.stream.receive_some(10)
+        assert data == b""
+        assert trio.current_time() - started >= 0.9
+
+
+async def test_inflight_window_pushes_back_without_dropping(provisioned: Provisioned) -> None:
+    pan = provisioned.cards[0]
+    count = 60
+    async with (
+        serve_in_process(
+            provisioned.data, clock_ms=_clock, overrides={"server.inflight_per_connection_max": 2}
+        ) as h,
+        await h.connect() as conn,
+    ):
+        act = build_request(
+            "activate",
+            terminal="T0000001",
+            store="S0001",
+            pan=pan,
+            amount_minor=50000,
+            now=NOW,
+        )
+        assert summarize(await conn.exchange(act)).rc == "00"
+        stans = [f"{i:06d}" for i in range(1, count + 1)]
+
+        async def send_all() -> None:
+            for stan in stans:
+                req = build_request(
+                    "redeem",
+                    terminal="T0000001",
+                    store="S0001",
+                    pan=pan,
+                    amount_minor=100,
+                    stan=stan,
+                    now=NOW,
+                )
+                await conn.send_raw(encode_message(req))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(send_all)
+            answers = [decode_response(await conn.receive_raw()) for _ in stans]
+    assert [a["11"] for a in answers] == stans
+    assert all(a["39"] == "00" for a in answers)
+    # Each redeem saw the one before it: balances step down by 1.00.
+    balances = [summarize(a).available_minor for a in answers]
+    assert balances == [50000 - 100 * i for i in range(1, count + 1)]
+
+
+async def test_signon_required_terminal(provisioned: Provisioned) -> None:
+    store = open_store(provisioned.data, 64)
+    try:
+        add_terminal(store, Terminal(id="T0000005", store_id="S0001", signon_required=True))
+    finally:
+        store.close()
+    pan = provisioned.cards[0]
+
+    def req(op: str, stan: str) -> dict[str, str]:
+        return build_request(
+            op, terminal="T0000005", store="S0001", pan=pan, amount_minor=1000, stan=stan, now=NOW
+        )
+
+    async with serve_in_process(provisioned.data, clock_ms=_clock) as h, await h.connect() as conn:
+        assert summarize(await conn.exchange(req("activate", "000001"))).rc == "91"
+        assert summarize(await conn.exchange(req("signon", "000002"))).rc == "00"
+        assert summarize(await conn.exchange(req("activate", "000003"))).rc == "00"
+        assert summarize(await conn.exchange(req("signoff", "000004"))).rc == "00"
+        assert summarize(await conn.exchange(req("balance", "000005"))).rc == "91"
+
+
+def test_sigterm_drains_in_flight_requests(provisioned: Provisioned, tmp_path: Path) -> None:
+    """Requests already sent are answered after SIGTERM; then the host exits 0."""
+    pan = provisioned.cards[0]
+    log = tmp_path / "host.log"
+    count = 200
+    with running_host(provisioned.data, log) as host:
+        with RawClient(host.port) as client:
+            act = build_request(
+                "activate", terminal="T0000001", store="S0001", pan=pan, amount_minor=50000
+            )
+            assert client.exchange(act)["39"] == "00"
+            payloads = b"".join(
+                len(p).to_bytes(2, "big") + p
+                for p in (
+                    encode_message(
+                        build_request(
+                            "redeem",
+                            terminal="T0000001",
+                            store="S0001",
+                            pan=pan,
+                            amount_minor=1,
+                            stan=f"{i:06d}",
+                        )
+                    )
+                    for i in range(1, count + 1)
+                )
+            )
+            client.send_bytes(payloads)
+            # Wait until the host has read the first request, then ask it to stop.
+            first = decode_response(client.recv_payload())
+            host.proc.send_signal(signal.SIGTERM)
+            rest = [decode_response(client.recv_payload()) for _ in range(count - 1)]
+            assert client.closed_by_host()
+        host.proc.wait(20)
+        assert host.proc.returncode == 0
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", host.port), timeout=1).close()
+    answers = [first, *rest]
+    assert [a["11"] for a in answers] == [f"{i:06d}" for i in range(1, count + 1)]
+    assert all(a["39"] == "00" for a in answers)
+    events = [e["event"] for e in host.log_lines()]
+    assert "draining" in events and events[-1] == "stopped"
+    check = run_cli("check", "--data", str(provisioned.data))
+    assert check.returncode == 0, check.stdout
+    view = run_cli("cards", "show", "--data", str(provisioned.data), "--card", pan)
+    assert "balance   498.00 EUR" in view.stdout  # 500.00 - 200 x 0.01
+
+
+def test_request_log_lines_and_metrics(provisioned: Provisioned, tmp_path: Path) -> None:
+    """One JSON line per request with the agreed keys, card masked; metrics exposed."""
+    pan = provisioned.cards[0]
+    log = tmp_path / "host.log"
+    with running_host(provisioned.data, log, metrics=True) as host:
+        with RawClient(host.port) as client:
+            act = build_request(
+                "activate", terminal="T0000001", store="S0001", pan=pan, amount_minor=5000
+            )
+            assert client.exchange(act)["39"] == "00"
+            bad = build_request(
+                "redeem",
+                terminal="T0000001",
+                store="S0001",
+                pan=pan,
+                amount_minor=100,
+                overrides={"4": "00000000010X"},
+            )
+            assert client.exchange(bad)["39"] == "30"
+        assert host.metrics_port is not None
+        deadline = time.monotonic() + 5
+        while True:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{host.metrics_port}/metrics", timeout=5
+            ) as resp:
+                text = resp.read().decode()
+            if 'authsrv_requests_total{mti="0200",rc="30"} 1.0' in text:
+                break
+            assert time.monotonic() < deadline, text
+            time.sleep(0.05)
+    assert 'authsrv_requests_total{mti="0200",rc="00"} 1.0' in text
+    assert 'authsrv_format_errors_total{field="004"} 1.0' in text
+    assert "authsrv_request_duration_seconds_count 2.0" in text
+    assert "authsrv_commit_batch_size_count 1.0" in text
+    assert "authsrv_connections_accepted_total 1.0" in text
+    size = [ln for ln in text.splitlines() if ln.startswith("authsrv_store_size_bytes ")]
+    assert size and float(size[0].split()[1]) > 0
+    requests = [e for e in host.log_lines() if e["event"] == "request"]
+    assert len(requests) == 2
+    ok, bad_line = requests
+    for key in ("mti", "proc", "rc", "terminal", "store", "card", "latency_ms", "timestamp"):
+        assert key in ok, key
+    assert ok["card"] == pan[:6] + "******" + pan[-4:]
+    assert ok["rc"] == "00" and ok["mti"] == "0200" and ok["terminal"] == "T0000001"
+    assert str(ok["timestamp"]).endswith("Z")
+    assert bad_line["rc"] == "30" and bad_line["field44"] == "004 not numeric"
+    assert scan_for([log], [pan]) == []
+    # Every line is JSON.
+    for raw in log.read_text().splitlines():
+        json.loads(raw)
