@@ -7,6 +7,7 @@ stderr saying what is wrong and how to fix it, and exit status 2.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 import time
@@ -61,6 +62,16 @@ def _add(
     )
     p.set_defaults(func=func)
     return p
+
+
+def _group(sub: Any, name: str, help_text: str, examples: Sequence[str]) -> Any:
+    return sub.add_parser(
+        name,
+        help=help_text,
+        description=help_text,
+        epilog=_examples(*examples),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
 
 
 def _data_arg(p: argparse.ArgumentParser) -> None:
@@ -308,10 +319,18 @@ def _serve(cfg: Config, banner: Callable[[int, int | None], None] | None = None)
     host = open_host(cfg)
     metrics_port = None
     if cfg.metrics.enabled:
-        metrics_port = host.metrics.serve(cfg.metrics.host, cfg.metrics.port)
+        try:
+            metrics_port = host.metrics.serve(cfg.metrics.host, cfg.metrics.port)
+        except OSError as exc:
+            host.close()
+            raise UsageError(
+                f"cannot serve metrics on {cfg.metrics.host}:{cfg.metrics.port}: {exc.strerror}; "
+                "choose another port (--metrics-port or metrics.port) or metrics.enabled = false"
+            ) from None
         host.log.info("metrics", url=f"http://{cfg.metrics.host}:{metrics_port}/metrics")
 
     async def main() -> None:
+        await host.server.bind()
         async with trio.open_nursery() as nursery:
             port = await nursery.start(_run_server, host)
             if banner is not None:
@@ -319,6 +338,13 @@ def _serve(cfg: Config, banner: Callable[[int, int | None], None] | None = None)
 
     try:
         trio.run(main)
+    except OSError as exc:
+        if exc.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):
+            raise
+        raise UsageError(
+            f"cannot listen on {cfg.server.host}:{cfg.server.port}: {exc.strerror}; "
+            "choose another port (--port or server.port)"
+        ) from None
     finally:
         host.close()
     return EXIT_OK
@@ -385,7 +411,12 @@ def build_parser() -> argparse.ArgumentParser:
     _data_arg(p)
     _config_arg(p)
 
-    products = sub.add_parser("products", help="card products and their limits")
+    products = _group(
+        sub,
+        "products",
+        "card products and their limits",
+        ["authsrv products add --id GIFT --chain ACME --prefix 603628", "authsrv products list"],
+    )
     psub = products.add_subparsers(dest="action", required=True, parser_class=_Parser)
     p = _add(
         psub,
@@ -425,7 +456,12 @@ def build_parser() -> argparse.ArgumentParser:
     _data_arg(p)
     _config_arg(p)
 
-    stores = sub.add_parser("stores", help="stores (card acceptors, field 42)")
+    stores = _group(
+        sub,
+        "stores",
+        "stores (card acceptors, field 42)",
+        ["authsrv stores add --id S0001 --name 'Oslo City' --chain ACME", "authsrv stores list"],
+    )
     ssub = stores.add_subparsers(dest="action", required=True, parser_class=_Parser)
     p = _add(
         ssub,
@@ -443,7 +479,12 @@ def build_parser() -> argparse.ArgumentParser:
     _data_arg(p)
     _config_arg(p)
 
-    terminals = sub.add_parser("terminals", help="terminals (field 41)")
+    terminals = _group(
+        sub,
+        "terminals",
+        "terminals (field 41)",
+        ["authsrv terminals add --id T0000001 --store S0001", "authsrv terminals list"],
+    )
     tsub = terminals.add_subparsers(dest="action", required=True, parser_class=_Parser)
     p = _add(
         tsub,
@@ -468,7 +509,15 @@ def build_parser() -> argparse.ArgumentParser:
     _data_arg(p)
     _config_arg(p)
 
-    cards = sub.add_parser("cards", help="issue and inspect cards")
+    cards = _group(
+        sub,
+        "cards",
+        "issue and inspect cards",
+        [
+            "authsrv cards issue --product GIFT --count 100 --out cards-2026-11.csv",
+            "authsrv cards show --card @1 --cards cards-2026-11.csv",
+        ],
+    )
     csub = cards.add_subparsers(dest="action", required=True, parser_class=_Parser)
     p = _add(
         csub,
@@ -502,7 +551,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cards", type=Path, default=None, help="card-issue file for @N")
     p.add_argument("--id", type=int, default=None, help="internal card id")
 
-    keys = sub.add_parser("keys", help="working keys (names and check values only)")
+    keys = _group(sub, "keys", "working keys (names and check values only)", ["authsrv keys list"])
     ksub = keys.add_subparsers(dest="action", required=True, parser_class=_Parser)
     p = _add(
         ksub,

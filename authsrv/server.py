@@ -57,10 +57,19 @@ class Server:
         self._open = 0
         self._draining = False
         self._stop = trio.Event()
+        self._listeners: list[trio.SocketListener] = []
         self._idle_scopes: set[trio.CancelScope] = set()
         # Every connection holds at most its window plus the request its responder waits on.
         queue_max = cfg.server.connections_max * (cfg.server.inflight_per_connection_max + 1)
         self._writer_send, self._writer_recv = trio.open_memory_channel[Pending](queue_max)
+
+    async def bind(self) -> list[trio.SocketListener]:
+        """Open the listening sockets (before :meth:`run`, so that a taken port is an OSError
+        of its own rather than one inside the server's task group)."""
+        s = self.cfg.server
+        self._listeners = await trio.open_tcp_listeners(s.port, host=s.host)
+        self.port = int(self._listeners[0].socket.getsockname()[1])
+        return self._listeners
 
     def request_stop(self) -> None:
         """Begin the drain (what SIGTERM does)."""
@@ -73,8 +82,7 @@ class Server:
         task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         s = self.cfg.server
-        listeners = await trio.open_tcp_listeners(s.port, host=s.host)
-        self.port = int(listeners[0].socket.getsockname()[1])
+        listeners = self._listeners or await self.bind()
         async with trio.open_nursery() as outer:
             writer_done = trio.Event()
             outer.start_soon(self._writer_loop, writer_done)
@@ -95,6 +103,7 @@ class Server:
                         idle_timeout_s=s.idle_timeout_s,
                         batch_size_max=self.cfg.store.batch_size_max,
                     )
+                    assert self.port is not None  # set by bind()
                     task_status.started(self.port)
                     await self._stop.wait()
                     self.log.info("draining", connections=self._open)

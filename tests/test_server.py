@@ -16,8 +16,15 @@ import trio
 from authsrv.admin import add_terminal
 from authsrv.app import open_store
 from authsrv.model import Terminal
+from protocol.framing import Framing
 from protocol.messages import encode_message
-from simulators.terminal import SimError, build_request, decode_response, summarize
+from simulators.terminal import (
+    SimError,
+    TerminalConnection,
+    build_request,
+    decode_response,
+    summarize,
+)
 from tests.helpers import (
     Provisioned,
     RawClient,
@@ -246,3 +253,21 @@ def test_request_log_lines_and_metrics(provisioned: Provisioned, tmp_path: Path)
     # Every line is JSON.
     for raw in log.read_text().splitlines():
         json.loads(raw)
+
+
+async def test_ascii_length_framing_listener(provisioned: Provisioned) -> None:
+    async with serve_in_process(
+        provisioned.data, clock_ms=_clock, overrides={"server.framing": "ascii4"}
+    ) as h:
+        stream = await trio.open_tcp_stream("127.0.0.1", h.port)
+        async with TerminalConnection(stream, Framing.ASCII4) as conn:
+            payload = encode_message(_echo())
+            await conn.stream.send_all(b"%04d" % len(payload) + payload)
+            header = b""
+            while len(header) < 4:
+                header += await conn.stream.receive_some(4 - len(header))
+            assert header.isdigit()
+            body = b""
+            while len(body) < int(header):
+                body += await conn.stream.receive_some(int(header) - len(body))
+            assert decode_response(body)["39"] == "00"
