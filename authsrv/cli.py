@@ -51,7 +51,12 @@ def _examples(*lines: str) -> str:
 
 
 def _add(
-    sub: Any, name: str, help_text: str, examples: Sequence[str], func: Callable[..., int]
+    sub: Any,
+    name: str,
+    help_text: str,
+    examples: Sequence[str],
+    func: Callable[..., int],
+    store_args: bool = True,
 ) -> argparse.ArgumentParser:
     p: argparse.ArgumentParser = sub.add_parser(
         name,
@@ -61,6 +66,9 @@ def _add(
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.set_defaults(func=func)
+    if store_args:
+        _data_arg(p)
+        _config_arg(p)
     return p
 
 
@@ -408,8 +416,6 @@ def build_parser() -> argparse.ArgumentParser:
         ["authsrv init --data /var/lib/authsrv"],
         cmd_init,
     )
-    _data_arg(p)
-    _config_arg(p)
 
     products = _group(
         sub,
@@ -429,8 +435,6 @@ def build_parser() -> argparse.ArgumentParser:
         ],
         cmd_products_add,
     )
-    _data_arg(p)
-    _config_arg(p)
     p.add_argument("--id", required=True, help="product id, e.g. GIFT")
     p.add_argument("--chain", required=True, help="the retail chain whose stores accept it")
     p.add_argument("--currency", default="978", help="ISO 4217 numeric (default 978, EUR)")
@@ -453,8 +457,6 @@ def build_parser() -> argparse.ArgumentParser:
         ["authsrv products list --data /var/lib/authsrv"],
         cmd_products_list,
     )
-    _data_arg(p)
-    _config_arg(p)
 
     stores = _group(
         sub,
@@ -470,14 +472,10 @@ def build_parser() -> argparse.ArgumentParser:
         ["authsrv stores add --id S0001 --name 'Oslo City' --chain ACME"],
         cmd_stores_add,
     )
-    _data_arg(p)
-    _config_arg(p)
     p.add_argument("--id", required=True, help="store id as sent in field 42 (1-15 characters)")
     p.add_argument("--name", required=True, help="store name for reports")
     p.add_argument("--chain", required=True, help="the chain the store belongs to")
     p = _add(ssub, "list", "list stores", ["authsrv stores list"], cmd_stores_list)
-    _data_arg(p)
-    _config_arg(p)
 
     terminals = _group(
         sub,
@@ -496,8 +494,6 @@ def build_parser() -> argparse.ArgumentParser:
         ],
         cmd_terminals_add,
     )
-    _data_arg(p)
-    _config_arg(p)
     p.add_argument("--id", required=True, help="terminal id as sent in field 41 (8 characters)")
     p.add_argument("--store", required=True, help="the store the terminal stands in")
     p.add_argument(
@@ -506,8 +502,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="answer financial requests 91 until the terminal signs on (0800/001)",
     )
     p = _add(tsub, "list", "list terminals", ["authsrv terminals list"], cmd_terminals_list)
-    _data_arg(p)
-    _config_arg(p)
 
     cards = _group(
         sub,
@@ -529,8 +523,6 @@ def build_parser() -> argparse.ArgumentParser:
         ],
         cmd_cards_issue,
     )
-    _data_arg(p)
-    _config_arg(p)
     p.add_argument("--product", required=True, help="product id")
     p.add_argument("--count", type=int, required=True, help="how many cards")
     p.add_argument("--out", type=Path, required=True, help="new file for the card numbers (CSV)")
@@ -545,8 +537,6 @@ def build_parser() -> argparse.ArgumentParser:
         ],
         cmd_cards_show,
     )
-    _data_arg(p)
-    _config_arg(p)
     p.add_argument("--card", default=None, help="card number, or @N with --cards")
     p.add_argument("--cards", type=Path, default=None, help="card-issue file for @N")
     p.add_argument("--id", type=int, default=None, help="internal card id")
@@ -560,8 +550,6 @@ def build_parser() -> argparse.ArgumentParser:
         ["authsrv keys list --data /var/lib/authsrv"],
         cmd_keys_list,
     )
-    _data_arg(p)
-    _config_arg(p)
 
     p = _add(
         sub,
@@ -573,8 +561,6 @@ def build_parser() -> argparse.ArgumentParser:
         ],
         cmd_serve,
     )
-    _data_arg(p)
-    _config_arg(p)
     p.add_argument("--port", type=int, default=None, help="ISO 8583 port (0: any free port)")
     p.add_argument("--metrics-port", type=int, default=None, help="Prometheus port")
 
@@ -582,8 +568,9 @@ def build_parser() -> argparse.ArgumentParser:
         sub,
         "demo",
         "create demo data (if missing) and run the host on it",
-        ["authsrv demo", "authsrv demo --data /tmp/demo --port 9583"],
+        ["authsrv demo", "authsrv demo --data /tmp/demo --port 18583 --metrics-port 19583"],
         cmd_demo,
+        store_args=False,
     )
     p.add_argument("--data", type=Path, default=Path("demo-data"), help="demo store (demo-data)")
     p.add_argument("--port", type=int, default=None, help="ISO 8583 port (default 8583)")
@@ -596,8 +583,6 @@ def build_parser() -> argparse.ArgumentParser:
         ["authsrv check --data /var/lib/authsrv"],
         cmd_check,
     )
-    _data_arg(p)
-    _config_arg(p)
 
     p = _add(
         sub,
@@ -606,8 +591,6 @@ def build_parser() -> argparse.ArgumentParser:
         ["authsrv backup --data /var/lib/authsrv /backup/authsrv-2026-11-22"],
         cmd_backup,
     )
-    _data_arg(p)
-    _config_arg(p)
     p.add_argument("target", type=Path, help="new or empty directory")
 
     from simulators.commands import add_simulate_parser

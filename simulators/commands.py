@@ -47,6 +47,7 @@ def add_simulate_parser(
             "authsrv simulate load --count 10000 --connections 16 --amount 0.01",
         ],
         func,
+        store_args=False,
     )
     p.add_argument(
         "operation",
