@@ -77,6 +77,13 @@ def add_terminal(store: LedgerStore, record: Terminal) -> None:
         led.put_terminal(record)
 
 
+def _check_expiry(expiry: str) -> None:
+    if not (
+        len(expiry) == 4 and expiry.isascii() and expiry.isdigit() and 1 <= int(expiry[2:]) <= 12
+    ):
+        raise AdminError("--expiry must be YYMM, e.g. 2912")
+
+
 def _expiry_from(now_ms: int, months: int) -> str:
     t = datetime.fromtimestamp(now_ms / 1000, tz=UTC)
     index = t.year * 12 + (t.month - 1) + months
@@ -102,10 +109,8 @@ def issue_cards(
     """
     if not 1 <= count <= ISSUE_COUNT_MAX:
         raise AdminError(f"--count must be between 1 and {ISSUE_COUNT_MAX}")
-    if expiry is not None and not (
-        len(expiry) == 4 and expiry.isdigit() and 1 <= int(expiry[2:]) <= 12
-    ):
-        raise AdminError("--expiry must be YYMM, e.g. 2912")
+    if expiry is not None:
+        _check_expiry(expiry)
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     try:
         fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -166,6 +171,7 @@ def register_card(
     Error handling: :class:`AdminError` for a number outside the product's range, a bad check
     digit or a number already registered.
     """
+    _check_expiry(expiry)
     with store.write() as led:
         product = led.product(product_id)
         if product is None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from protocol.framing import Framing
 __all__ = ["Config", "ConfigError", "load_config"]
 
 ENV_PREFIX = "AUTHSRV_"
+_INT = re.compile(r"-?[0-9]+")
 # Environment variables of the CLI itself, not settings.
 ENV_NOT_SETTINGS = frozenset({"AUTHSRV_CONFIG", "AUTHSRV_DATA", "AUTHSRV_KEK_FILE"})
 
@@ -112,7 +114,7 @@ def _coerce(where: str, value: Any, kind: Any) -> Any:
             raise ConfigError(f"{where} must be a whole number, got {value!r}")
         if isinstance(value, int):
             return value
-        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        if isinstance(value, str) and _INT.fullmatch(value.strip()):
             return int(value)
         raise ConfigError(f"{where} must be a whole number, got {value!r}")
     if not isinstance(value, str):

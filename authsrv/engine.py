@@ -94,6 +94,8 @@ class Decision:
 
 
 def operation_of(req: Request) -> str | None:
+    if not req.supported:
+        return None
     if req.mti_class == "0800":
         return NETWORK_CODES.get(req.network_code or "")
     return OPERATIONS.get((req.mti_class, req.tx_type or ""))
@@ -118,14 +120,14 @@ def decide(req: Request, ctx: Context) -> Decision:
     terminal = ctx.terminal
     if terminal is None or not terminal.active:
         return Decision("03", op)
+    if op == "unsupported":
+        return Decision("12", op)
     if req.mti_class == "0800":
         return _decide_network(op, terminal)
     if ctx.store is None or not ctx.store.active or terminal.store_id != req.store_id:
         return Decision("03", op)
     if terminal.signon_required and not terminal.signed_on:
         return Decision("91", op)
-    if op == "unsupported":
-        return Decision("12", op)
     if req.mti_class in ("0100", "0200"):
         sent_ms = int(req.transmission_at(_dt(ctx.now_ms)).timestamp() * 1000)
         if abs(sent_ms - ctx.now_ms) > ctx.skew_ms_max:
@@ -171,7 +173,7 @@ def _decide_card(req: Request, op: str, store: Store, cc: CardContext, now_ms: i
     if op == "redeem":
         return _redeem(req, op, store, cc, amount)
     if op == "cashout":
-        if not product.cashout or cc.held_minor:
+        if not product.cashout or cc.held_minor or cc.ledger_minor < 0:
             return Decision("57", op)
         paid = cc.ledger_minor
         postings = _debit_card(card, store, product, paid)

@@ -38,8 +38,8 @@ def _mask_match(match: re.Match[str]) -> str:
 def mask_text(text: str) -> str:
     """Mask track-2 data and Luhn-valid card numbers inside free text.
 
-    >>> mask_text("card 6036280000000000003 and 6036280000000000003=2612101")
-    'card 603628*********0003 and [track2]'
+    >>> mask_text("card 6036280000000000009 and 6036280000000000009=2612101")
+    'card 603628*********0009 and [track2]'
     """
     if not any(c.isdigit() for c in text):
         return text

@@ -300,7 +300,12 @@ def build_response(req: Request, out: Outcome) -> dict[str, str]:
     for key in ECHOED:
         if key in fields:
             resp[key] = fields[key]
-    if d.approved and d.approved_minor is not None and ("4" in fields or d.op == "cashout"):
+    if (
+        d.approved
+        and d.approved_minor is not None
+        and d.op != "balance"
+        and ("4" in fields or d.op == "cashout")
+    ):
         resp["4"] = f"{d.approved_minor:012d}"
     if out.rrn is not None:
         resp["37"] = out.rrn

@@ -222,11 +222,20 @@ class Server:
                     except Unreadable as exc:
                         self._closed("unreadable", reason=str(exc))
                         return
+                    except Exception:
+                        # A parsing bug must not take the host down: close this connection
+                        # and log the error (the traceback holds no message bytes).
+                        self.log.exception("prepare_failed")
+                        self._closed("internal")
+                        return
                     # Waits while the window is full: TCP back-pressure on the terminal.
                     await send.send(pending)
                     if pending.needs_writer:
                         # Never blocks: the writer queue holds every window (see __init__).
                         self._writer_send.send_nowait(pending)
+                if reader.error is not None:
+                    self._closed("frame", reason=reader.error.reason)
+                    return
 
     def _closed(self, cause: str, **details: Any) -> None:
         self.metrics.connections_closed.labels(cause).inc()
@@ -243,7 +252,14 @@ class Server:
             async with recv:
                 async for pending in recv:
                     await pending.done.wait()
-                    await stream.send_all(encode_frame(self.processor.respond(pending), framing))
+                    try:
+                        payload = self.processor.respond(pending)
+                    except Exception:
+                        self.log.exception("respond_failed")
+                        self._closed("internal")
+                        connection_scope.cancel()
+                        return
+                    await stream.send_all(encode_frame(payload, framing))
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             self.metrics.connections_closed.labels("peer").inc()
             connection_scope.cancel()

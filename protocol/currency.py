@@ -40,6 +40,10 @@ def format_minor(amount_minor: int, code: str) -> str:
     return f"{sign}{value // 10**exp}.{value % 10**exp:0{exp}d} {alpha}"
 
 
+def _ascii_digits(text: str) -> bool:
+    return text.isascii() and text.isdigit()
+
+
 def parse_major(text: str, code: str) -> int:
     """Parse ``"12.50"`` in currency ``code`` to minor units; no floats involved.
 
@@ -52,7 +56,7 @@ def parse_major(text: str, code: str) -> int:
         raise ValueError(f"unknown currency {code!r}: use an ISO 4217 numeric code such as 978")
     exp = CURRENCIES[code][1]
     whole, dot, frac = text.strip().partition(".")
-    if not whole.isdigit() or (dot and not frac.isdigit()) or len(frac) > exp:
+    if not _ascii_digits(whole) or (dot and not _ascii_digits(frac)) or len(frac) > exp:
         raise ValueError(
             f"amount {text!r} is not a positive decimal with at most {exp} decimals, e.g. 12.50"
         )

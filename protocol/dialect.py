@@ -15,7 +15,7 @@ from typing import Any
 
 from iso8583.specs import default_ascii
 
-__all__ = ["HOUSE_ASCII", "HOUSE_FIELDS", "REQUEST_ONLY", "RESPONSE_ONLY", "field_spec"]
+__all__ = ["HOUSE_ASCII", "HOUSE_FIELDS", "RESPONSE_ONLY", "field_spec"]
 
 
 def _fixed(max_len: int, desc: str) -> dict[str, Any]:
@@ -88,7 +88,6 @@ HOUSE_FIELDS: dict[str, dict[str, Any]] = {
 
 # Fields a terminal must not send (the host sets them) and fields the host never sends back.
 RESPONSE_ONLY: frozenset[str] = frozenset({"38", "39", "44", "54", "63"})
-REQUEST_ONLY: frozenset[str] = frozenset({"14", "22", "25", "35", "48", "52"})
 
 
 def _build() -> dict[str, dict[str, Any]]:

@@ -19,6 +19,7 @@ class FormatError(Exception):
 
     def __init__(self, field: int, reason: str) -> None:
         assert 0 <= field <= 128, field
+        assert len(reason) <= FIELD44_LEN_MAX - 4, f"reason does not fit field 44: {reason}"
         super().__init__(f"field {field:03d}: {reason}")
         self.field = field
         self.reason = reason
@@ -27,4 +28,4 @@ class FormatError(Exception):
 
     @property
     def field44(self) -> str:
-        return f"{self.field:03d} {self.reason}"[:FIELD44_LEN_MAX]
+        return f"{self.field:03d} {self.reason}"

@@ -63,17 +63,31 @@ class FrameReader:
         self._framing = framing
         self._frame_size_max = frame_size_max
         self._buf = bytearray()
+        self.error: FrameError | None = None
 
     @property
     def buffered(self) -> int:
         return len(self._buf)
 
     def feed(self, data: bytes) -> list[bytes]:
+        """The frames completed by ``data``.
+
+        A bad header after complete frames is kept in :attr:`error` (the caller answers those
+        frames, then closes); a bad header with no complete frame before it raises at once.
+        """
+        if self.error is not None:
+            raise self.error
         self._buf += data
         frames: list[bytes] = []
         header_len = self._framing.header_len
         while len(self._buf) >= header_len:
-            size = self._parse_header(bytes(self._buf[:header_len]))
+            try:
+                size = self._parse_header(bytes(self._buf[:header_len]))
+            except FrameError as exc:
+                if not frames:
+                    raise
+                self.error = exc
+                break
             if len(self._buf) < header_len + size:
                 break
             frames.append(bytes(self._buf[header_len : header_len + size]))

@@ -82,6 +82,7 @@ class Request:
     mti: str
     mti_class: str
     repeat: bool
+    supported: bool  # an MTI of the house dialect (0201 or 1200 are not: answered 12)
     stan: str
     transmission: str  # field 7 as sent, MMDDhhmmss UTC
     local_time: str
@@ -118,11 +119,18 @@ class Request:
 
 
 def transmission_datetime(mmddhhmmss: str, now: datetime) -> datetime:
-    """Field 7 has no year: take the candidate year closest to ``now``."""
+    """Field 7 has no year: take the candidate year closest to ``now``.
+
+    29 February exists only in leap years, so the search spans four years either side; such a
+    date far from ``now`` is then simply out of the skew window (39=12).
+
+    >>> transmission_datetime("0229120000", datetime(2026, 11, 22, tzinfo=UTC)).year
+    2028
+    """
     month, day = int(mmddhhmmss[0:2]), int(mmddhhmmss[2:4])
     hh, mi, ss = int(mmddhhmmss[4:6]), int(mmddhhmmss[6:8]), int(mmddhhmmss[8:10])
     best: datetime | None = None
-    for year in (now.year - 1, now.year, now.year + 1):
+    for year in range(now.year - 4, now.year + 5):
         try:
             candidate = datetime(year, month, day, hh, mi, ss, tzinfo=UTC)
         except ValueError:
@@ -139,8 +147,9 @@ def decode_fields(frame: bytes) -> dict[str, str]:
     Error handling: :class:`Unreadable` when the MTI cannot be read or is not a request;
     :class:`FormatError` (with the field) for anything after the MTI.
     """
+    _reject_tertiary_bitmap(frame)
     try:
-        decoded, _ = iso8583.decode(frame, HOUSE_ASCII)
+        decoded, encoded = iso8583.decode(frame, HOUSE_ASCII)
     except iso8583.DecodeError as exc:
         mti = exc.doc_dec.get("t", "")
         if exc.field == "t" or not _request_mti_readable(mti):
@@ -150,7 +159,27 @@ def decode_fields(frame: bytes) -> dict[str, str]:
         raise error from None
     if not _request_mti_readable(decoded["t"]):
         raise Unreadable("MTI is not a request MTI")
+    for key, parts in encoded.items():
+        # pyiso8583 reads a length prefix with int(), which also takes "+6" and " 6".
+        prefix = parts.get("len", b"")
+        if prefix and not (prefix.isascii() and prefix.isdigit()):
+            error = FormatError(int(key), "bad length prefix")
+            error.partial = {k: v for k, v in decoded.items() if k != key}
+            raise error
     return decoded
+
+
+def _reject_tertiary_bitmap(frame: bytes) -> None:
+    """Bit 65 (a third bitmap) is not part of the house dialect: refuse it before decoding."""
+    primary = frame[4:20]
+    if len(primary) == 16 and _is_hex(primary) and int(primary[:1], 16) & 0x8:
+        secondary = frame[20:36]
+        if len(secondary) == 16 and _is_hex(secondary) and int(secondary[:1], 16) & 0x8:
+            raise FormatError(65, "not supported")
+
+
+def _is_hex(data: bytes) -> bool:
+    return data.isascii() and all(c in b"0123456789ABCDEFabcdef" for c in data)
 
 
 def _request_mti_readable(mti: str) -> bool:
@@ -294,7 +323,7 @@ def check_fields(fields: Mapping[str, str]) -> None:
     """Syntax of every present field, lowest field number first."""
     for key in sorted((k for k in fields if k.isdigit()), key=_field_number):
         if key in RESPONSE_ONLY:
-            raise FormatError(int(key), "not allowed in request")
+            raise FormatError(int(key), "not allowed")
         check = FIELD_CHECKS.get(key)
         if check is not None:
             check(int(key), fields[key])
@@ -315,6 +344,7 @@ def parse_request(fields: Mapping[str, str]) -> Request:
     mti = fields["t"]
     mti_class = mti[:3] + "0"
     repeat = mti[3] == "1" and mti_class in REPEATABLE
+    supported = mti_class in REQUEST_CLASSES and (mti[3] == "0" or repeat)
     check_fields(fields)
     _require(fields, "7", "11", "12", "13", "41")
 
@@ -329,16 +359,16 @@ def parse_request(fields: Mapping[str, str]) -> Request:
 
     tags = decode_tlv(fields["48"], 48) if "48" in fields else {}
     proc = fields.get("3")
-    if mti_class in ("0100", "0200", "0220", "0400", "0420"):
+    if supported and mti_class in ("0100", "0200", "0220", "0400", "0420"):
         _require(fields, "3", "42")
         if pan is None and "AL" not in tags:
             raise FormatError(2, "missing")
         assert proc is not None
         if proc[:2] not in AMOUNT_OPTIONAL:
             _require(fields, "4")
-    if mti_class in ("0220", "0400", "0420"):
+    if supported and mti_class in ("0220", "0400", "0420"):
         _require(fields, "90")
-    if mti_class == "0800":
+    if supported and mti_class == "0800":
         _require(fields, "70")
     if "4" in fields:
         _require(fields, "49")
@@ -349,6 +379,7 @@ def parse_request(fields: Mapping[str, str]) -> Request:
         mti=mti,
         mti_class=mti_class,
         repeat=repeat,
+        supported=supported,
         stan=fields["11"],
         transmission=fields["7"],
         local_time=fields["12"],

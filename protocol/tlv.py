@@ -104,7 +104,7 @@ def decode_balances(text: str) -> list[Balance]:
     for i in range(0, len(text), BALANCE_BLOCK_LEN):
         block = text[i : i + BALANCE_BLOCK_LEN]
         sign, digits = block[7], block[8:]
-        if sign not in "CD" or not digits.isdigit():
+        if sign not in "CD" or not (digits.isascii() and digits.isdigit()):
             raise ValueError("field 54 block has a bad sign or amount")
         amount = int(digits) * (1 if sign == "C" else -1)
         result.append(Balance(block[0:2], block[2:4], block[4:7], amount))

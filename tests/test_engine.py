@@ -1,0 +1,446 @@
+"""The pure engine, rule by rule (DESIGN §3 response codes, §4 ledger rules).
+
+No sockets, no LMDB: requests are built as a terminal builds them and parsed by the protocol
+layer; contexts are records written by hand; the clock is fixed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from authsrv.engine import CardContext, Context, Decision, decide
+from authsrv.model import (
+    Card,
+    CardState,
+    Posting,
+    Product,
+    Store,
+    Terminal,
+    card_account,
+    store_account,
+)
+from protocol.cards import luhn_check_digit
+from protocol.messages import Request, parse_request
+from simulators.terminal import build_request
+
+NOW = datetime(2026, 11, 22, 10, 30, 0, tzinfo=UTC)
+NOW_MS = int(NOW.timestamp() * 1000)
+SKEW_MS_MAX = 600_000  # the default server.skew_max_s of 600 s
+EUR = "978"
+
+_BODY = "603628123456789"
+PAN = _BODY + luhn_check_digit(_BODY)
+BAD_LUHN_PAN = PAN[:-1] + str((int(PAN[-1]) + 1) % 10)
+CARD_ID = 7
+CARD_ACC = card_account(CARD_ID)
+STORE_ACC = store_account("S0001", EUR)
+
+
+def product(**overrides: object) -> Product:
+    values: dict[str, object] = dict(
+        id="GIFT",
+        chain="ACME",
+        kind="gift",
+        currency=EUR,
+        prefix="603628",
+        pan_len=16,
+        fixed_value_minor=0,
+        load_min_minor=500,
+        load_max_minor=50_000,
+        balance_max_minor=100_000,
+        redeem_min_minor=1,
+        expiry_months=36,
+        reloadable=True,
+        cashout=True,
+    )
+    values.update(overrides)
+    return Product(**values)  # type: ignore[arg-type]
+
+
+GIFT = product()
+PREVALUED = product(id="GIFT50", fixed_value_minor=5_000)
+STORE = Store(id="S0001", name="City", chain="ACME")
+TERMINAL = Terminal(id="T0000001", store_id="S0001")
+
+
+def card(state: CardState = CardState.ACTIVE, expiry: str = "2912") -> Card:
+    return Card(
+        id=CARD_ID,
+        product="GIFT",
+        state=state,
+        first6=PAN[:6],
+        last4=PAN[-4:],
+        pan_len=len(PAN),
+        expiry=expiry,
+        hash_version=1,
+        issued_ms=NOW_MS - 86_400_000,
+    )
+
+
+def ctx(
+    *,
+    state: CardState = CardState.ACTIVE,
+    expiry: str = "2912",
+    prod: Product = GIFT,
+    ledger: int = 10_000,
+    held: int = 0,
+    known_card: bool = True,
+    terminal: Terminal | None = TERMINAL,
+    store: Store | None = STORE,
+    now: datetime = NOW,
+) -> Context:
+    cc = CardContext(card(state, expiry), prod, ledger, held) if known_card else None
+    return Context(int(now.timestamp() * 1000), SKEW_MS_MAX, terminal, store, cc)
+
+
+def req(
+    op: str,
+    amount: int | None = None,
+    *,
+    pan: str = PAN,
+    partial: bool = False,
+    currency: str = EUR,
+    store: str = "S0001",
+    sent: datetime = NOW,
+    overrides: Mapping[str, str | None] | None = None,
+) -> Request:
+    fields = build_request(
+        op,
+        terminal="T0000001",
+        store=store,
+        pan=pan,
+        amount_minor=amount,
+        currency=currency,
+        partial=partial,
+        stan="000001",
+        now=sent,
+        overrides=overrides,
+    )
+    return parse_request(fields)
+
+
+def credit(amount: int) -> tuple[Posting, ...]:
+    """Store settlement -> card purse (activation, load, refund)."""
+    return (Posting(STORE_ACC, CARD_ACC, amount, EUR),)
+
+
+def debit(amount: int) -> tuple[Posting, ...]:
+    """Card purse -> store settlement (redeem, cash-out)."""
+    return (Posting(CARD_ACC, STORE_ACC, amount, EUR),)
+
+
+def ok(
+    op: str,
+    approved: int,
+    ledger_after: int,
+    *,
+    postings: tuple[Posting, ...] = (),
+    held: int = 0,
+    rc: str = "00",
+    state: CardState | None = None,
+) -> Decision:
+    return Decision(
+        rc,
+        op,
+        approved_minor=approved,
+        postings=postings,
+        card_state=state,
+        ledger_after_minor=ledger_after,
+        available_after_minor=ledger_after - held,
+    )
+
+
+ISSUED = CardState.ISSUED
+ACTIVE = CardState.ACTIVE
+OTHER_STORE = Store(id="S0002", name="Mall", chain="ACME")
+SIGNON_TERMINAL = Terminal(id="T0000001", store_id="S0001", signon_required=True)
+SIGNED_ON_TERMINAL = Terminal(id="T0000001", store_id="S0001", signon_required=True, signed_on=True)
+NEW_YEAR = datetime(2027, 1, 1, 0, 2, 0, tzinfo=UTC)
+
+# fmt: off
+RULES = [
+    # -- terminal and store: 03 ---------------------------------------------------------------
+    pytest.param(req("redeem", 1000), ctx(terminal=None), Decision("03", "redeem"),
+                 id="unknown-terminal-03"),
+    pytest.param(req("redeem", 1000), ctx(terminal=Terminal(id="T0000001", store_id="S0001",
+                                                           active=False)),
+                 Decision("03", "redeem"), id="inactive-terminal-03"),
+    pytest.param(req("redeem", 1000, store="S0002"), ctx(store=OTHER_STORE),
+                 Decision("03", "redeem"), id="terminal-of-another-store-03"),
+    pytest.param(req("redeem", 1000), ctx(store=None), Decision("03", "redeem"),
+                 id="unknown-store-03"),
+    pytest.param(req("redeem", 1000),
+                 ctx(store=Store(id="S0001", name="City", chain="ACME", active=False)),
+                 Decision("03", "redeem"), id="inactive-store-03"),
+    pytest.param(req("signon"), ctx(terminal=None), Decision("03", "signon"),
+                 id="signon-unknown-terminal-03"),
+    # -- sign-on: 91 until signed on; network management -----------------------------------
+    pytest.param(req("redeem", 1000), ctx(terminal=SIGNON_TERMINAL), Decision("91", "redeem"),
+                 id="signon-required-not-signed-on-91"),
+    pytest.param(req("redeem", 1000), ctx(terminal=SIGNED_ON_TERMINAL),
+                 ok("redeem", 1000, 9000, postings=debit(1000)), id="signon-required-signed-on"),
+    pytest.param(req("signon"), ctx(terminal=SIGNON_TERMINAL),
+                 Decision("00", "signon", terminal_signed_on=True), id="signon-00"),
+    pytest.param(req("signoff"), ctx(terminal=SIGNED_ON_TERMINAL),
+                 Decision("00", "signoff", terminal_signed_on=False), id="signoff-00"),
+    pytest.param(req("echo"), ctx(terminal=SIGNON_TERMINAL), Decision("00", "echo"),
+                 id="echo-00-needs-no-signon"),
+    pytest.param(req("echo", overrides={"70": "101"}), ctx(), Decision("12", "unsupported"),
+                 id="network-code-101-unsupported-12"),
+    # -- unsupported MTI / processing code: 12 ----------------------------------------------
+    pytest.param(req("redeem", 1000, overrides={"3": "400000"}), ctx(),
+                 Decision("12", "unsupported"), id="proc-40-unsupported-12"),
+    pytest.param(req("inquiry", overrides={"3": "000000", "4": "000000001000", "49": EUR}),
+                 ctx(), Decision("12", "unsupported"), id="mti-0100-proc-00-unsupported-12"),
+    # -- field 7 skew --------------------------------------------------------------------------
+    pytest.param(req("redeem", 1000, sent=NOW - timedelta(minutes=11)), ctx(),
+                 Decision("12", "redeem"), id="field7-11min-old-12"),
+    pytest.param(req("redeem", 1000, sent=NOW + timedelta(minutes=11)), ctx(),
+                 Decision("12", "redeem"), id="field7-11min-ahead-12"),
+    pytest.param(req("redeem", 1000, sent=NOW - timedelta(minutes=10)), ctx(),
+                 ok("redeem", 1000, 9000, postings=debit(1000)), id="field7-at-skew-max-ok"),
+    pytest.param(req("redeem", 1000, sent=NOW + timedelta(minutes=9)), ctx(),
+                 ok("redeem", 1000, 9000, postings=debit(1000)), id="field7-9min-ahead-ok"),
+    pytest.param(req("redeem", 1000, sent=NEW_YEAR - timedelta(minutes=4)), ctx(now=NEW_YEAR),
+                 ok("redeem", 1000, 9000, postings=debit(1000)),
+                 id="field7-last-year-across-new-year-ok"),
+    pytest.param(req("redeem", 1000, overrides={"7": "0229103000"}), ctx(),
+                 Decision("12", "redeem"), id="field7-29-february-no-leap-year-near-12"),
+    # -- from-account ------------------------------------------------------------------------
+    pytest.param(req("redeem", 1000, overrides={"3": "006500"}), ctx(), Decision("12", "redeem"),
+                 id="from-account-points-65-12"),
+    pytest.param(req("redeem", 1000, overrides={"3": "006600"}), ctx(), Decision("12", "redeem"),
+                 id="from-account-stamps-66-12"),
+    pytest.param(req("redeem", 1000, overrides={"3": "006000"}), ctx(),
+                 ok("redeem", 1000, 9000, postings=debit(1000)), id="from-account-money-60-ok"),
+    # -- card number ---------------------------------------------------------------------------
+    pytest.param(req("redeem", 1000, pan=BAD_LUHN_PAN), ctx(), Decision("14", "redeem"),
+                 id="bad-luhn-14"),
+    pytest.param(req("redeem", 1000), ctx(known_card=False), Decision("14", "redeem"),
+                 id="unknown-card-14"),
+    # -- product and currency ------------------------------------------------------------------
+    pytest.param(req("redeem", 1000), ctx(prod=product(chain="OTHER")), Decision("58", "redeem"),
+                 id="product-of-another-chain-58"),
+    pytest.param(req("redeem", 1000, currency="840"), ctx(), Decision("12", "redeem"),
+                 id="currency-mismatch-12"),
+    # -- card states ---------------------------------------------------------------------------
+    pytest.param(req("redeem", 1000), ctx(state=ISSUED), Decision("78", "redeem"),
+                 id="issued-redeem-78"),
+    pytest.param(req("balance"), ctx(state=ISSUED, ledger=0), Decision("78", "balance"),
+                 id="issued-balance-78"),
+    pytest.param(req("load", 1000), ctx(state=CardState.AWAITING_ACTIVATION),
+                 Decision("78", "load"), id="awaiting-activation-78"),
+    pytest.param(req("redeem", 1000), ctx(state=CardState.BLOCKED), Decision("62", "redeem"),
+                 id="blocked-62"),
+    pytest.param(req("activate", 1000), ctx(state=CardState.BLOCKED, ledger=0),
+                 Decision("62", "activate"), id="blocked-activate-62"),
+    pytest.param(req("redeem", 1000), ctx(state=CardState.CLOSED), Decision("62", "redeem"),
+                 id="closed-62"),
+    pytest.param(req("redeem", 1000), ctx(state=CardState.LOST), Decision("41", "redeem"),
+                 id="lost-41"),
+    pytest.param(req("redeem", 1000), ctx(state=CardState.STOLEN), Decision("43", "redeem"),
+                 id="stolen-43"),
+    pytest.param(req("redeem", 1000), ctx(state=CardState.EXPIRED), Decision("54", "redeem"),
+                 id="expired-state-54"),
+    # -- expiry date ---------------------------------------------------------------------------
+    pytest.param(req("redeem", 1000), ctx(expiry="2610"), Decision("54", "redeem"),
+                 id="expiry-month-passed-54"),
+    pytest.param(req("redeem", 1000), ctx(expiry="2611"),
+                 ok("redeem", 1000, 9000, postings=debit(1000)),
+                 id="expiry-month-current-valid-to-month-end"),
+    pytest.param(req("activate", 1000), ctx(state=ISSUED, expiry="2610", ledger=0),
+                 Decision("54", "activate"), id="activate-expired-date-54"),
+    pytest.param(req("redeem", 1000, overrides={"14": "2911"}), ctx(), Decision("54", "redeem"),
+                 id="field14-differs-from-card-54"),
+    pytest.param(req("redeem", 1000, overrides={"14": "2912"}), ctx(),
+                 ok("redeem", 1000, 9000, postings=debit(1000)), id="field14-equal-ok"),
+    # -- activation ----------------------------------------------------------------------------
+    pytest.param(req("activate", 10_000), ctx(state=ISSUED, ledger=0),
+                 ok("activate", 10_000, 10_000, postings=credit(10_000), state=ACTIVE),
+                 id="activate-open-value-00"),
+    pytest.param(req("activate", 500), ctx(state=ISSUED, ledger=0),
+                 ok("activate", 500, 500, postings=credit(500), state=ACTIVE),
+                 id="activate-at-load-min-00"),
+    pytest.param(req("activate", 50_000), ctx(state=ISSUED, ledger=0),
+                 ok("activate", 50_000, 50_000, postings=credit(50_000), state=ACTIVE),
+                 id="activate-at-load-max-00"),
+    pytest.param(req("activate", 499), ctx(state=ISSUED, ledger=0), Decision("13", "activate"),
+                 id="activate-below-min-13"),
+    pytest.param(req("activate", 0), ctx(state=ISSUED, ledger=0), Decision("13", "activate"),
+                 id="activate-open-value-zero-13"),
+    pytest.param(req("activate", 50_001), ctx(state=ISSUED, ledger=0),
+                 Decision("61", "activate"), id="activate-above-max-61"),
+    pytest.param(req("activate", 0), ctx(state=ISSUED, ledger=0, prod=PREVALUED),
+                 ok("activate", 5_000, 5_000, postings=credit(5_000), state=ACTIVE),
+                 id="activate-prevalued-with-0"),
+    pytest.param(req("activate", 5_000), ctx(state=ISSUED, ledger=0, prod=PREVALUED),
+                 ok("activate", 5_000, 5_000, postings=credit(5_000), state=ACTIVE),
+                 id="activate-prevalued-with-exact-value"),
+    pytest.param(req("activate", 4_000), ctx(state=ISSUED, ledger=0, prod=PREVALUED),
+                 Decision("13", "activate"), id="activate-prevalued-other-amount-13"),
+    pytest.param(req("activate", 10_000), ctx(), Decision("57", "activate"),
+                 id="activate-already-active-57"),
+    # -- load ----------------------------------------------------------------------------------
+    pytest.param(req("load", 2_000), ctx(prod=product(reloadable=False)), Decision("57", "load"),
+                 id="load-not-reloadable-57"),
+    pytest.param(req("load", 0), ctx(), Decision("13", "load"), id="load-zero-13"),
+    pytest.param(req("load", 499), ctx(), Decision("13", "load"), id="load-below-min-13"),
+    pytest.param(req("load", 50_001), ctx(), Decision("61", "load"), id="load-above-max-61"),
+    pytest.param(req("load", 45_000), ctx(ledger=60_000), Decision("61", "load"),
+                 id="load-over-max-balance-61"),
+    pytest.param(req("load", 50_000), ctx(ledger=50_000),
+                 ok("load", 50_000, 100_000, postings=credit(50_000)),
+                 id="load-to-exactly-max-balance-00"),
+    pytest.param(req("load", 2_000), ctx(held=1_500),
+                 ok("load", 2_000, 12_000, postings=credit(2_000), held=1_500), id="load-00"),
+    # -- refund --------------------------------------------------------------------------------
+    pytest.param(req("refund", 0), ctx(), Decision("13", "refund"), id="refund-zero-13"),
+    pytest.param(req("refund", 1_001), ctx(ledger=99_000), Decision("61", "refund"),
+                 id="refund-over-max-balance-61"),
+    pytest.param(req("refund", 100), ctx(prod=product(reloadable=False)),
+                 ok("refund", 100, 10_100, postings=credit(100)),
+                 id="refund-below-load-min-not-reloadable-00"),
+    # -- redeem --------------------------------------------------------------------------------
+    pytest.param(req("redeem", 0), ctx(), Decision("13", "redeem"), id="redeem-zero-13"),
+    pytest.param(req("redeem", 99), ctx(prod=product(redeem_min_minor=100)),
+                 Decision("13", "redeem"), id="redeem-below-redeem-min-13"),
+    pytest.param(req("redeem", 2_500), ctx(),
+                 ok("redeem", 2_500, 7_500, postings=debit(2_500)), id="redeem-enough-00"),
+    pytest.param(req("redeem", 10_000), ctx(),
+                 ok("redeem", 10_000, 0, postings=debit(10_000)), id="redeem-whole-balance-00"),
+    pytest.param(req("redeem", 12_000, partial=True), ctx(),
+                 ok("redeem", 10_000, 0, postings=debit(10_000), rc="10"),
+                 id="redeem-short-partial-10"),
+    pytest.param(req("redeem", 12_000), ctx(),
+                 Decision("51", "redeem", ledger_after_minor=10_000, available_after_minor=10_000),
+                 id="redeem-short-no-partial-51"),
+    pytest.param(req("redeem", 8_000), ctx(held=3_000),
+                 Decision("51", "redeem", ledger_after_minor=10_000, available_after_minor=7_000),
+                 id="redeem-short-of-available-51"),
+    pytest.param(req("redeem", 8_000, partial=True), ctx(held=3_000),
+                 ok("redeem", 7_000, 3_000, postings=debit(7_000), held=3_000, rc="10"),
+                 id="redeem-partial-up-to-available-10"),
+    pytest.param(req("redeem", 1_000, partial=True), ctx(ledger=0),
+                 Decision("51", "redeem", ledger_after_minor=0, available_after_minor=0),
+                 id="redeem-empty-card-partial-51"),
+    # -- cash-out ------------------------------------------------------------------------------
+    pytest.param(req("cashout", 0), ctx(prod=product(cashout=False)), Decision("57", "cashout"),
+                 id="cashout-not-allowed-57"),
+    pytest.param(req("cashout", 0), ctx(held=1_000), Decision("57", "cashout"),
+                 id="cashout-with-open-hold-57"),
+    pytest.param(req("cashout", 0), ctx(),
+                 ok("cashout", 10_000, 0, postings=debit(10_000), state=CardState.CLOSED),
+                 id="cashout-00-pays-balance-and-closes"),
+    pytest.param(req("cashout", 0), ctx(ledger=0),
+                 ok("cashout", 0, 0, state=CardState.CLOSED), id="cashout-empty-card-closes"),
+    # -- balance -------------------------------------------------------------------------------
+    pytest.param(req("balance"), ctx(held=2_500), ok("balance", 0, 10_000, held=2_500),
+                 id="balance-0200-00"),
+    pytest.param(req("inquiry"), ctx(held=2_500), ok("balance", 0, 10_000, held=2_500),
+                 id="balance-inquiry-0100-00"),
+]
+# fmt: on
+
+
+@pytest.mark.parametrize(("request_", "context", "expected"), RULES)
+def test_rule(request_: Request, context: Context, expected: Decision) -> None:
+    decision = decide(request_, context)
+    assert decision == expected
+    assert decision.approved == (expected.rc in ("00", "10"))
+    if not decision.approved:
+        assert decision.postings == ()
+        assert decision.card_state is None
+
+
+APPROVING = [
+    row
+    for row in RULES
+    if isinstance(row.values[2], Decision)
+    and row.values[2].approved
+    and row.values[2].op not in ("signon", "signoff", "echo")
+]
+
+
+@pytest.mark.parametrize(("request_", "context", "expected"), APPROVING)
+def test_postings_balance_and_match_ledger_after(
+    request_: Request, context: Context, expected: Decision
+) -> None:
+    """Every posting moves a positive amount in the product's unit between the card's purse
+    and the request's store, and the card's movement is what ``ledger_after`` says."""
+    decision = decide(request_, context)
+    card_delta = 0
+    for p in decision.postings:
+        assert p.amount_minor > 0
+        assert p.unit == EUR
+        assert {p.debit, p.credit} == {CARD_ACC, STORE_ACC}
+        card_delta += p.amount_minor if p.credit == CARD_ACC else -p.amount_minor
+    assert decision.approved
+    assert context.card is not None
+    assert decision.ledger_after_minor == context.card.ledger_minor + card_delta
+    assert decision.available_after_minor == decision.ledger_after_minor - context.card.held_minor
+
+
+# -- property: a purse never goes below zero ----------------------------------------------------
+
+STEP = st.tuples(
+    st.sampled_from(["load", "redeem", "refund"]),
+    st.integers(min_value=0, max_value=120_000),
+    st.booleans(),
+)
+
+
+@settings(
+    derandomize=True,
+    database=None,
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@given(
+    activation=st.integers(min_value=0, max_value=60_000),
+    steps=st.lists(STEP, max_size=15),
+)
+def test_random_operations_keep_the_purse_consistent(
+    activation: int, steps: list[tuple[str, int, bool]]
+) -> None:
+    state = CardState.ISSUED
+    ledger = 0  # what the store would hold after applying every approved decision
+    credits = debits = 0  # from the postings alone
+    store_balance = 0
+    for n, (op, amount, partial) in enumerate([("activate", activation, False), *steps]):
+        request_ = req(op, amount, partial=partial, overrides={"11": f"{n + 1:06d}"})
+        context = Context(
+            NOW_MS,
+            SKEW_MS_MAX,
+            TERMINAL,
+            STORE,
+            CardContext(card(state), GIFT, ledger, 0),
+        )
+        decision = decide(request_, context)
+        if not decision.approved:
+            assert decision.postings == ()
+            continue
+        assert decision.approved_minor is not None
+        assert 0 <= decision.approved_minor <= amount
+        for p in decision.postings:
+            assert p.amount_minor > 0
+            if p.credit == CARD_ACC:
+                credits += p.amount_minor
+                store_balance -= p.amount_minor
+            else:
+                assert p.debit == CARD_ACC
+                debits += p.amount_minor
+                store_balance += p.amount_minor
+        assert decision.ledger_after_minor is not None
+        ledger = decision.ledger_after_minor
+        if decision.card_state is not None:
+            state = decision.card_state
+        assert ledger >= 0
+        assert ledger <= GIFT.balance_max_minor
+        assert ledger == credits - debits
+        assert ledger + store_balance == 0  # the unit sums to zero
