@@ -40,7 +40,8 @@ from protocol.tlv import (
     encode_tlv,
 )
 
-LUHN_VECTORS = Path("/work/shared/vectors/luhn.json")
+# ../shared sits beside the repository (DEVELOPERS.md; CI clones it the same way).
+LUHN_VECTORS = Path(__file__).resolve().parents[2] / "shared" / "vectors" / "luhn.json"
 PAN = "6036281234567897"
 
 # -- the dialect table (STYLE §1) --------------------------------------------------------------
