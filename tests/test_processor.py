@@ -1,0 +1,121 @@
+"""The processor's batch: a full store answers the whole batch 91 and changes nothing."""
+
+from __future__ import annotations
+
+import io
+from datetime import UTC, datetime
+from pathlib import Path
+
+import lmdb
+import pytest
+
+from authsrv.app import open_keys
+from authsrv.logs import configure_logging, get_logger
+from authsrv.metrics import Metrics
+from authsrv.processor import Pending, Processor
+from authsrv.store import LedgerStore
+from protocol.messages import encode_message
+from simulators.terminal import build_request
+from tests.helpers import Provisioned, store_snapshot
+
+NOW = datetime(2026, 11, 22, 10, 30, 0, tzinfo=UTC)
+NOW_MS = int(NOW.timestamp() * 1000)
+FILLER_BYTES = 4096
+
+
+def _processor(store: LedgerStore) -> Processor:
+    configure_logging("info", io.StringIO())
+    return Processor(
+        store, open_keys(store), Metrics(), get_logger(), skew_max_s=600, clock_ms=lambda: NOW_MS
+    )
+
+
+def _pending(proc: Processor, op: str, pan: str, amount_minor: int, stan: str) -> Pending:
+    fields = build_request(
+        op,
+        terminal="T0000001",
+        store="S0001",
+        pan=pan,
+        amount_minor=amount_minor,
+        stan=stan,
+        now=NOW,
+    )
+    pending = proc.prepare(encode_message(fields))
+    assert pending.needs_writer
+    return pending
+
+
+def _fill(data: Path, map_size_bytes: int) -> None:
+    """Fill the map until not even a small record fits, so that the next write cannot."""
+    env = lmdb.open(str(data), map_size=map_size_bytes, max_dbs=16)
+    filler = env.open_db(b"filler")
+    i = 0
+    try:
+        for size in (FILLER_BYTES, 512, 64, 8):
+            while True:
+                try:
+                    with env.begin(write=True, db=filler) as txn:
+                        txn.put(i.to_bytes(8, "big"), b"\0" * size)
+                        i += 1
+                except lmdb.MapFullError:
+                    break
+    finally:
+        env.close()
+    assert i > 0
+
+
+def test_full_store_answers_the_batch_91_and_changes_nothing(provisioned: Provisioned) -> None:
+    data = provisioned.data
+    pan = provisioned.cards[0]
+    map_size = 2 * 1024 * 1024
+    store = LedgerStore(data, map_size_bytes=map_size)
+    proc = _processor(store)
+    try:
+        activation = _pending(proc, "activate", pan, 20000, "000001")
+        (outcome,) = proc.process_batch([activation])
+        assert outcome.decision.rc == "00"
+    finally:
+        store.close()
+    _fill(data, map_size)
+    before = store_snapshot(data)
+    store = LedgerStore(data, map_size_bytes=map_size)
+    proc = _processor(store)
+    try:
+        batch = [_pending(proc, "redeem", pan, 100 + i, f"{i + 2:06d}") for i in range(40)]
+        outcomes = proc.process_batch(batch)
+    finally:
+        store.close()
+    assert [o.decision.rc for o in outcomes] == ["91"] * len(batch)
+    assert store_snapshot(data) == before
+    assert proc.metrics.store_errors.labels("full")._value.get() == 1
+
+
+def test_broken_invariant_aborts_the_batch(
+    provisioned: Provisioned, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An assertion inside the batch propagates (the server stops) and nothing is committed."""
+    before = store_snapshot(provisioned.data)
+    store = LedgerStore(provisioned.data, map_size_bytes=64 * 1024 * 1024)
+    proc = _processor(store)
+    try:
+        batch = [
+            _pending(proc, "activate", provisioned.cards[0], 5000, "000001"),
+            _pending(proc, "activate", provisioned.cards[1], 5000, "000002"),
+        ]
+        calls = 0
+        original = proc._process_one
+
+        def second_breaks(*args: object) -> object:
+            nonlocal calls
+            calls += 1
+            if calls == 2:
+                raise AssertionError("broken invariant")
+            return original(*args)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(proc, "_process_one", second_breaks)
+        with pytest.raises(AssertionError, match="broken invariant"):
+            proc.process_batch(batch)
+        assert calls == 2
+    finally:
+        store.close()
+    assert store_snapshot(provisioned.data) == before
