@@ -82,6 +82,10 @@ def open_host(cfg: Config) -> Host:
         log,
         skew_max_s=cfg.server.skew_max_s,
         log_requests=cfg.log.requests,
+        dup_window_s=cfg.store.dup_window_s,
+        hold_expiry_s=cfg.store.hold_expiry_s,
+        sweep_batch_max=cfg.store.sweep_batch_max,
     )
+    metrics.dupes_window.set(cfg.store.dup_window_s)
     server = Server(cfg, processor, metrics, log)
     return Host(cfg, store, keys, metrics, processor, server, log)

@@ -58,6 +58,14 @@ class StoreConfig:
     map_size_mib: int = 4096
     # Requests decided in one write transaction (one fsync).
     batch_size_max: int = 256
+    # Duplicate records are kept this long: longer than any terminal repeats or reverses.
+    dup_window_s: int = 7 * 86_400
+    # An open pre-authorization hold is released after this long.
+    hold_expiry_s: int = 7 * 86_400
+    # How often the writer releases expired holds and prunes old duplicate records ...
+    sweep_interval_s: int = 5
+    # ... and how many of each at most per sweep (one write transaction).
+    sweep_batch_max: int = 1000
 
 
 @dataclass(slots=True)
@@ -160,6 +168,15 @@ def validate(cfg: Config) -> None:
     st = cfg.store
     _range("store.map_size_mib", st.map_size_mib, 16, 16 * 1024 * 1024)
     _range("store.batch_size_max", st.batch_size_max, 1, 65_536)
+    _range("store.dup_window_s", st.dup_window_s, 3600, 366 * 86_400)
+    _range("store.hold_expiry_s", st.hold_expiry_s, 60, 366 * 86_400)
+    _range("store.sweep_interval_s", st.sweep_interval_s, 1, 3600)
+    _range("store.sweep_batch_max", st.sweep_batch_max, 1, 100_000)
+    if st.dup_window_s * 1000 < s.skew_max_s * 1000 * 2:
+        raise ConfigError(
+            "store.dup_window_s must be at least twice server.skew_max_s, or a retransmission "
+            "could be processed as new after its record was pruned"
+        )
     m = cfg.metrics
     _range("metrics.port", m.port, 0, 65535)
     try:

@@ -9,6 +9,7 @@ lives here and is tested without sockets or LMDB.
 from __future__ import annotations
 
 import calendar
+import hmac
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -16,6 +17,10 @@ from authsrv.model import (
     PURSE_MONEY,
     Card,
     CardState,
+    DupKind,
+    DupRecord,
+    Hold,
+    HoldState,
     Posting,
     Product,
     Store,
@@ -26,10 +31,18 @@ from authsrv.model import (
 from protocol.cards import luhn_valid
 from protocol.messages import Request
 
-__all__ = ["CardContext", "Context", "Decision", "decide", "operation_of"]
+__all__ = [
+    "CardContext",
+    "Context",
+    "Decision",
+    "decide",
+    "duplicate_verdict",
+    "operation_of",
+]
 
 # (MTI class, transaction type) -> operation. Anything else is answered 12.
 OPERATIONS: dict[tuple[str, str], str] = {
+    ("0100", "00"): "preauth",
     ("0100", "30"): "balance",
     ("0100", "31"): "balance",
     ("0200", "00"): "redeem",
@@ -39,7 +52,15 @@ OPERATIONS: dict[tuple[str, str], str] = {
     ("0200", "30"): "balance",
     ("0200", "31"): "balance",
     ("0200", "72"): "activate",
+    ("0220", "00"): "completion",  # "advice" when it names no original (field 90)
 }
+REVERSAL_CLASSES = frozenset({"0400", "0420"})
+ADVICE_CLASSES = frozenset({"0220", "0420"})
+REVERSIBLE_CLASSES = frozenset({"0100", "0200", "0220"})
+# Operations that took value off the card, and those that put value on it.
+DEBIT_OPS = frozenset({"redeem", "cashout", "completion", "advice"})
+CREDIT_OPS = frozenset({"activate", "load", "refund"})
+DAY_MS = 86_400_000
 NETWORK_CODES: dict[str, str] = {"001": "signon", "002": "signoff", "301": "echo"}
 MONEY_ACCOUNT_TYPES = frozenset({"00", PURSE_MONEY})
 # Declines by card state (the state decides before any amount rule).
@@ -68,13 +89,20 @@ class CardContext:
 
 @dataclass(frozen=True, slots=True)
 class Context:
-    """What the engine may know about a request, read in the write transaction."""
+    """What the engine may know about a request, read in the write transaction.
+
+    ``original`` is the record of the request a 0220/0400/0420 names in field 90 (None when
+    the host never saw it), ``hold`` the hold that original placed.
+    """
 
     now_ms: int
     skew_ms_max: int
     terminal: Terminal | None
     store: Store | None
     card: CardContext | None
+    original: DupRecord | None = None
+    hold: Hold | None = None
+    hold_expiry_ms: int = 7 * DAY_MS
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +115,12 @@ class Decision:
     terminal_signed_on: bool | None = None  # the terminal's new sign-on state
     ledger_after_minor: int | None = None
     available_after_minor: int | None = None
+    field44: str | None = None  # with rc 30: a field that contradicts the original
+    hold_place_minor: int = 0  # place a hold of this amount on the card
+    hold_close: HoldState | None = None  # close the context's hold in this state
+    original_reversed_minor: int | None = None  # the original's new reversed total
+    tombstone: bool = False  # leave a tombstone under the original's key
+    exceptions: tuple[str, ...] = ()  # advice cases to record (below_zero, ...)
 
     @property
     def approved(self) -> bool:
@@ -98,7 +132,21 @@ def operation_of(req: Request) -> str | None:
         return None
     if req.mti_class == "0800":
         return NETWORK_CODES.get(req.network_code or "")
-    return OPERATIONS.get((req.mti_class, req.tx_type or ""))
+    if req.mti_class in REVERSAL_CLASSES:
+        return "reversal"
+    op = OPERATIONS.get((req.mti_class, req.tx_type or ""))
+    if op == "completion" and req.original is None:
+        return "advice"
+    return op
+
+
+def duplicate_verdict(existing: DupRecord, content: bytes) -> str:
+    """A request whose duplicate key is known: ``replay`` the stored decision when the content
+    is the same, ``mismatch`` (94) when it is not, ``tombstone`` (05) when a reversal came first.
+    """
+    if existing.kind is DupKind.TOMBSTONE:
+        return "tombstone"
+    return "replay" if hmac.compare_digest(existing.content, content) else "mismatch"
 
 
 def card_expired(expiry_yymm: str, now_ms: int) -> bool:
@@ -128,6 +176,10 @@ def decide(req: Request, ctx: Context) -> Decision:
         return Decision("03", op)
     if terminal.signon_required and not terminal.signed_on:
         return Decision("91", op)
+    if op == "reversal":
+        return _decide_reversal(req, op, ctx)
+    if op in ("completion", "advice"):
+        return _decide_advice(req, op, ctx)
     if req.mti_class in ("0100", "0200"):
         sent_ms = int(req.transmission_at(_dt(ctx.now_ms)).timestamp() * 1000)
         if abs(sent_ms - ctx.now_ms) > ctx.skew_ms_max:
@@ -170,7 +222,7 @@ def _decide_card(req: Request, op: str, store: Store, cc: CardContext, now_ms: i
     amount = req.amount_minor or 0
     if op == "balance":
         return _approve(op, cc, 0, 0, None)
-    if op == "redeem":
+    if op in ("redeem", "preauth"):
         return _redeem(req, op, store, cc, amount)
     if op == "cashout":
         if not product.cashout or cc.held_minor or cc.ledger_minor < 0:
@@ -206,6 +258,15 @@ def _redeem(req: Request, op: str, store: Store, cc: CardContext, amount: int) -
         return Decision(
             "51", op, ledger_after_minor=cc.ledger_minor, available_after_minor=available
         )
+    if op == "preauth":
+        return Decision(
+            rc,
+            op,
+            approved_minor=approved,
+            hold_place_minor=approved,
+            ledger_after_minor=cc.ledger_minor,
+            available_after_minor=available - approved,
+        )
     postings = _debit_card(cc.card, store, product, approved)
     return _approve(op, cc, -approved, approved, None, postings, rc)
 
@@ -224,6 +285,145 @@ def _activate(op: str, store: Store, cc: CardContext, amount: int) -> Decision:
         return Decision("61", op)
     postings = _credit_card(cc.card, store, product, amount) if amount else ()
     return _approve(op, cc, amount, amount, CardState.ACTIVE, postings)
+
+
+def _not_original(field: int) -> Decision:
+    return Decision("30", "reversal", field44=f"{field:03d} not the original's")
+
+
+def _decide_reversal(req: Request, op: str, ctx: Context) -> Decision:
+    """0400/0420 (DESIGN §5): restore what the original moved, exactly once."""
+    advice = req.mti_class in ADVICE_CLASSES
+    acknowledged = "00" if advice else "25"
+    orig = ctx.original
+    if orig is None:
+        return Decision(acknowledged, op, tombstone=True)
+    if orig.kind is DupKind.TOMBSTONE:
+        return Decision(acknowledged, op)
+    if orig.mti_class not in REVERSIBLE_CLASSES:
+        return Decision("12", op)
+    if req.proc != orig.proc:
+        return _not_original(3)
+    if req.amount_minor not in (orig.requested_minor, orig.approved_minor):
+        return _not_original(4)
+    if orig.rc not in ("00", "10") or not orig.approved_minor:
+        return Decision("00", op)  # a declined original moved nothing
+    cc = ctx.card
+    if cc is None or cc.card.id != orig.card_id:
+        return _not_original(2)
+    left = orig.approved_minor - orig.reversed_minor
+    restore = left
+    if req.replacement_minor is not None:
+        restore = min(max(orig.approved_minor - req.replacement_minor, 0), left)
+    if restore <= 0:
+        return Decision("00", op)  # already reversed (or nothing to give back)
+    reversed_total = orig.reversed_minor + restore
+    if orig.op == "preauth":
+        return _release_hold(op, ctx.hold, cc, advice, orig.approved_minor)
+    if orig.op == "balance":
+        return Decision("00", op)
+    store = ctx.store
+    assert store is not None
+    product, card = cc.product, cc.card
+    if orig.op in DEBIT_OPS:
+        reopen = (
+            CardState.ACTIVE if orig.op == "cashout" and card.state is CardState.CLOSED else None
+        )
+        postings = _credit_card(card, store, product, restore)
+        return _moved(op, cc, restore, postings, reopen, reversed_total)
+    assert orig.op in CREDIT_OPS, orig.op
+    if cc.available_minor < restore and not advice:
+        return Decision("57", op)  # the value has been spent since
+    postings = _debit_card(card, store, product, restore)
+    unissue = None
+    if orig.op == "activate" and reversed_total == orig.approved_minor:
+        unissue = CardState.ISSUED if cc.ledger_minor - restore == 0 else None
+    return _moved(op, cc, -restore, postings, unissue, reversed_total)
+
+
+def _release_hold(
+    op: str, hold: Hold | None, cc: CardContext, advice: bool, approved: int
+) -> Decision:
+    if hold is None or hold.state in (HoldState.EXPIRED, HoldState.RELEASED):
+        return Decision("00", op)
+    if hold.state is HoldState.COMPLETED:
+        return Decision("00" if advice else "12", op)
+    return Decision(
+        "00",
+        op,
+        hold_close=HoldState.RELEASED,
+        original_reversed_minor=approved,
+        ledger_after_minor=cc.ledger_minor,
+        available_after_minor=cc.available_minor + hold.amount_minor,
+    )
+
+
+def _moved(
+    op: str,
+    cc: CardContext,
+    delta: int,
+    postings: tuple[Posting, ...],
+    state: CardState | None,
+    reversed_total: int,
+) -> Decision:
+    ledger_after = cc.ledger_minor + delta
+    return Decision(
+        "00",
+        op,
+        postings=postings,
+        card_state=state,
+        original_reversed_minor=reversed_total,
+        ledger_after_minor=ledger_after,
+        available_after_minor=ledger_after - cc.held_minor,
+        exceptions=("below_zero",) if ledger_after < 0 else (),
+    )
+
+
+def _decide_advice(req: Request, op: str, ctx: Context) -> Decision:
+    """0220: a completion of a hold, or an offline transaction. Never declined (DESIGN §4)."""
+    cc = ctx.card
+    amount = req.amount_minor or 0
+    hold = ctx.hold
+    orig = ctx.original
+    completes = (
+        op == "completion"
+        and orig is not None
+        and orig.op == "preauth"
+        and hold is not None
+        and hold.state is HoldState.OPEN
+        and cc is not None
+        and hold.card_id == cc.card.id
+    )
+    if cc is None:
+        return Decision("00", op, exceptions=("unknown_card",))
+    product = cc.product
+    if req.currency is not None and req.currency != product.currency:
+        return Decision("00", op, exceptions=("currency_mismatch",))
+    exceptions: list[str] = []
+    released = 0
+    if completes:
+        assert hold is not None
+        released = hold.amount_minor
+        tolerance = hold.amount_minor * product.completion_tolerance_bp // 10_000
+        if amount > hold.amount_minor + tolerance:
+            exceptions.append("forced_completion")
+    elif op == "completion":
+        exceptions.append("forced_completion")  # its hold is gone, or never was
+    ledger_after = cc.ledger_minor - amount
+    if ledger_after < 0:
+        exceptions.append("below_zero")
+    store = ctx.store
+    assert store is not None
+    return Decision(
+        "00",
+        op,
+        approved_minor=amount,
+        postings=_debit_card(cc.card, store, product, amount),
+        hold_close=HoldState.COMPLETED if completes else None,
+        ledger_after_minor=ledger_after,
+        available_after_minor=ledger_after - (cc.held_minor - released),
+        exceptions=tuple(exceptions),
+    )
 
 
 def _credit_card(card: Card, store: Store, product: Product, amount: int) -> tuple[Posting, ...]:

@@ -93,6 +93,40 @@ class Metrics:
             "authsrv_store_map_size_bytes", "The LMDB map size (store.map_size_mib)", registry=r
         )
 
+        self.duplicates = Counter(
+            "authsrv_duplicates_total",
+            "Requests whose duplicate key was known: replay, mismatch (94), tombstone (05)",
+            ["verdict"],
+            registry=r,
+        )
+        self.advice_exceptions = Counter(
+            "authsrv_advice_exceptions_total",
+            "Advices accepted although they break a rule, by kind (below_zero, ...)",
+            ["kind"],
+            registry=r,
+        )
+        self.holds_expired = Counter(
+            "authsrv_holds_expired_total", "Holds released by the expiry sweep", registry=r
+        )
+        self.dupes_pruned = Counter(
+            "authsrv_duplicate_records_pruned_total",
+            "Duplicate records removed after the duplicate window",
+            registry=r,
+        )
+        self.dupes_stored = Gauge(
+            "authsrv_duplicate_records", "Duplicate records kept (at the last sweep)", registry=r
+        )
+        self.dupes_oldest_age = Gauge(
+            "authsrv_duplicate_records_oldest_age_seconds",
+            "Age of the oldest duplicate record kept (at the last sweep)",
+            registry=r,
+        )
+        self.dupes_window = Gauge(
+            "authsrv_duplicate_window_seconds",
+            "How long duplicate records are kept (store.dup_window_s)",
+            registry=r,
+        )
+
     def watch_store_size(self, size_fn: Callable[[], float], map_size_bytes: int) -> None:
         self.store_size.set_function(size_fn)
         self.store_map_size.set(map_size_bytes)

@@ -15,6 +15,11 @@ __all__ = [
     "Account",
     "Card",
     "CardState",
+    "DupKind",
+    "DupRecord",
+    "ExceptionCase",
+    "Hold",
+    "HoldState",
     "Posting",
     "Product",
     "Store",
@@ -55,6 +60,8 @@ class Product(msgspec.Struct, frozen=True, kw_only=True):
     expiry_months: int
     reloadable: bool
     cashout: bool
+    # A completion may exceed its hold by this many basis points before it counts as forced.
+    completion_tolerance_bp: int = 0
     version: int = 1
 
 
@@ -88,6 +95,74 @@ class Card(msgspec.Struct, frozen=True, kw_only=True):
     @property
     def masked(self) -> str:
         return self.first6 + "*" * (self.pan_len - 10) + self.last4
+
+
+class DupKind(enum.StrEnum):
+    REQUEST = "request"  # a request that was decided: its decision is replayed
+    TOMBSTONE = "tombstone"  # left by a reversal of an unknown original: a late original gets 05
+
+
+class DupRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """What the host decided for one duplicate key (DESIGN §5): never the response bytes.
+
+    Originals also carry what reversals need: the card, the processing code, the amounts, how
+    much has been reversed so far and the hold they placed.
+    """
+
+    kind: DupKind
+    at_ms: int
+    content: bytes = b""  # HMAC of the request's content (empty for a tombstone)
+    mti_class: str = ""
+    proc: str = ""
+    op: str = ""
+    rc: str = ""
+    approval: str = ""
+    rrn: str = ""
+    requested_minor: int = 0
+    approved_minor: int | None = None
+    ledger_after_minor: int | None = None
+    available_after_minor: int | None = None
+    currency: str = ""
+    card_id: int = 0
+    card_masked: str = ""
+    card_expiry: str = ""
+    reversed_minor: int = 0
+    hold_id: int = 0
+
+
+class HoldState(enum.StrEnum):
+    OPEN = "open"
+    COMPLETED = "completed"
+    RELEASED = "released"  # by a reversal
+    EXPIRED = "expired"  # by the sweep
+
+
+class Hold(msgspec.Struct, frozen=True, kw_only=True):
+    """An amount reserved on a card by a 0100 pre-authorization (available drops, ledger not)."""
+
+    id: int
+    card_id: int
+    amount_minor: int
+    placed_ms: int
+    expires_ms: int
+    state: HoldState
+    original_key: bytes  # the 0100's duplicate key
+
+
+class ExceptionCase(msgspec.Struct, frozen=True, kw_only=True):
+    """An advice the host had to accept although it breaks a rule; listed for the programme."""
+
+    seq: int
+    at_ms: int
+    kind: str  # below_zero, forced_completion, unknown_card, currency_mismatch
+    op: str
+    card_id: int
+    amount_minor: int
+    balance_after_minor: int
+    currency: str
+    terminal_id: str
+    store_id: str
+    stan: str
 
 
 class Account(msgspec.Struct, frozen=True, array_like=True):

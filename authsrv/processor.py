@@ -19,9 +19,25 @@ from typing import Any
 import msgspec
 import trio
 
-from authsrv.engine import CardContext, Context, Decision, decide, operation_of
+from authsrv.engine import (
+    CardContext,
+    Context,
+    Decision,
+    decide,
+    duplicate_verdict,
+    operation_of,
+)
 from authsrv.metrics import Metrics
-from authsrv.model import PURSE_MONEY, Card, card_account
+from authsrv.model import (
+    PURSE_MONEY,
+    Card,
+    DupKind,
+    DupRecord,
+    ExceptionCase,
+    Hold,
+    HoldState,
+    card_account,
+)
 from authsrv.store import Ledger, LedgerStore, StoreFull
 from keys import KeyStore
 from protocol.cards import luhn_valid, mask_pan
@@ -40,7 +56,13 @@ from protocol.tlv import Balance, encode_balances, encode_tlv
 
 __all__ = ["Outcome", "Pending", "Processor"]
 
-FINANCIAL_CLASSES = frozenset({"0100", "0200"})
+# Requests remembered under their duplicate key (DESIGN §5); 0800 and 0500 are not.
+DUPLICATE_CLASSES = frozenset({"0100", "0200", "0220", "0400", "0420"})
+# Requests that name an original in field 90.
+ORIGINAL_CLASSES = frozenset({"0220", "0400", "0420"})
+# Decisions not remembered: the request changed nothing and may be sent again corrected.
+NOT_REMEMBERED = frozenset({"03", "30", "91", "94"})
+DAY_S = 86_400
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +73,7 @@ class Outcome:
     card_masked: str | None = None
     currency: str | None = None
     card_expiry: str | None = None
+    replayed: bool = False
 
 
 @dataclass(slots=True)
@@ -61,6 +84,8 @@ class Pending:
     mti: str
     request: Request | None = None
     pan_hashes: list[bytes] = field(default_factory=list)
+    dup_key: bytes | None = None  # financial requests only
+    content: bytes = b""  # HMAC of the content that must not change between transmissions
     error: FormatError | None = None
     error_fields: Mapping[str, str] = field(default_factory=dict)
     outcome: Outcome | None = None
@@ -88,6 +113,9 @@ class Processor:
         skew_max_s: int,
         log_requests: bool = True,
         clock_ms: Callable[[], int] = _now_ms,
+        dup_window_s: int = 7 * DAY_S,
+        hold_expiry_s: int = 7 * DAY_S,
+        sweep_batch_max: int = 1000,
     ) -> None:
         self.store = store
         self.keys = keys
@@ -96,6 +124,9 @@ class Processor:
         self.skew_ms_max = skew_max_s * 1000
         self.log_requests = log_requests
         self.clock_ms = clock_ms
+        self.dup_window_ms = dup_window_s * 1000
+        self.hold_expiry_ms = hold_expiry_s * 1000
+        self.sweep_batch_max = sweep_batch_max
 
     # -- event loop side ---------------------------------------------------------------------
     def prepare(self, frame: bytes) -> Pending:
@@ -116,7 +147,11 @@ class Processor:
             partial = {k: v for k, v in fields.items() if k != str(exc.field)}
             return self._format_error(received_ns, mti, exc, partial)
         hashes = self.keys.pan_hashes(req.pan) if req.pan and luhn_valid(req.pan) else []
-        return Pending(received_ns, mti, request=req, pan_hashes=hashes)
+        pending = Pending(received_ns, mti, request=req, pan_hashes=hashes)
+        if req.supported and req.mti_class in DUPLICATE_CLASSES:
+            pending.dup_key = dup_key(req)
+            pending.content = self.keys.content_mac(content_fields(req))
+        return pending
 
     def _format_error(
         self, received_ns: int, mti: str, exc: FormatError, fields: Mapping[str, str]
@@ -173,6 +208,7 @@ class Processor:
             store=req.store_id,
             stan=req.stan,
             card=out.card_masked or _masked(req),
+            replayed=out.replayed or None,
             amount_minor=req.amount_minor,
             approved_minor=d.approved_minor,
             latency_ms=round(latency_s * 1000, 3),
@@ -220,6 +256,20 @@ class Processor:
     def _process_one(self, led: Ledger, pending: Pending, now_ms: int) -> Outcome:
         req = pending.request
         assert req is not None
+        op = operation_of(req) or "unsupported"
+        key = pending.dup_key
+        if key is not None:
+            existing = led.dupe(key)
+            if existing is not None:
+                return self._duplicate(existing, pending, op)
+        original = hold = None
+        original_key = (
+            _original_key(req) if req.original and req.mti_class in ORIGINAL_CLASSES else None
+        )
+        if original_key is not None:
+            original = led.dupe(original_key)
+            if original is not None and original.hold_id:
+                hold = led.hold(original.hold_id)
         terminal = led.terminal(req.terminal_id)
         store = led.store(req.store_id) if req.store_id else None
         card: Card | None = None
@@ -229,14 +279,24 @@ class Processor:
             if card is not None:
                 product = led.product(card.product)
                 assert product is not None, f"card {card.id} has no product"
-                ledger_minor = led.balance(card_account(card.id))
-                card_ctx = CardContext(card, product, ledger_minor, 0)
-        ctx = Context(now_ms, self.skew_ms_max, terminal, store, card_ctx)
+                card_ctx = CardContext(
+                    card, product, led.balance(card_account(card.id)), led.held(card.id)
+                )
+        ctx = Context(
+            now_ms,
+            self.skew_ms_max,
+            terminal,
+            store,
+            card_ctx,
+            original,
+            hold,
+            self.hold_expiry_ms,
+        )
         decision = decide(req, ctx)
 
         rrn = approval = None
         # A request from an unknown terminal or store changes nothing, not even a counter.
-        if req.mti_class in FINANCIAL_CLASSES and decision.rc != "03":
+        if key is not None and decision.rc != "03":
             rrn = req.rrn or _rrn(led.next_seq("rrn"), now_ms)
             if decision.approved:
                 approval = f"{led.next_seq('approval') % 1_000_000:06d}"
@@ -264,10 +324,41 @@ class Processor:
             led.put_terminal(
                 msgspec.structs.replace(terminal, signed_on=decision.terminal_signed_on)
             )
+        hold_id = 0
+        if decision.hold_place_minor:
+            assert card is not None and key is not None
+            hold_id = led.next_seq("hold")
+            led.place_hold(
+                Hold(
+                    id=hold_id,
+                    card_id=card.id,
+                    amount_minor=decision.hold_place_minor,
+                    placed_ms=now_ms,
+                    expires_ms=now_ms + self.hold_expiry_ms,
+                    state=HoldState.OPEN,
+                    original_key=key,
+                )
+            )
+        if decision.hold_close is not None:
+            assert hold is not None
+            led.close_hold(hold, decision.hold_close)
+        if decision.original_reversed_minor is not None:
+            assert original is not None and original_key is not None
+            led.put_dupe(
+                original_key,
+                msgspec.structs.replace(original, reversed_minor=decision.original_reversed_minor),
+            )
+        if decision.tombstone:
+            assert original_key is not None and original is None
+            led.put_dupe(original_key, DupRecord(kind=DupKind.TOMBSTONE, at_ms=now_ms))
+        for kind in decision.exceptions:
+            self._record_exception(led, kind, req, decision, card_ctx, now_ms)
         if card_ctx is not None and decision.ledger_after_minor is not None:
             after = led.balance(card_account(card_ctx.card.id))
             assert after == decision.ledger_after_minor, "ledger differs from the decision"
-        return Outcome(
+            held = led.held(card_ctx.card.id)
+            assert after - held == decision.available_after_minor, "available differs"
+        outcome = Outcome(
             decision,
             rrn=rrn,
             approval=approval,
@@ -275,11 +366,137 @@ class Processor:
             currency=card_ctx.product.currency if card_ctx else None,
             card_expiry=card.expiry if card else None,
         )
+        if key is not None and decision.rc not in NOT_REMEMBERED:
+            led.put_dupe(key, _record(outcome, pending, req, now_ms, card, hold_id))
+        return outcome
+
+    def _duplicate(self, existing: DupRecord, pending: Pending, op: str) -> Outcome:
+        verdict = duplicate_verdict(existing, pending.content)
+        self.metrics.duplicates.labels(verdict).inc()
+        if verdict == "replay":
+            return Outcome(
+                Decision(
+                    existing.rc,
+                    existing.op,
+                    approved_minor=existing.approved_minor,
+                    ledger_after_minor=existing.ledger_after_minor,
+                    available_after_minor=existing.available_after_minor,
+                ),
+                rrn=existing.rrn or None,
+                approval=existing.approval or None,
+                card_masked=existing.card_masked or None,
+                currency=existing.currency or None,
+                card_expiry=existing.card_expiry or None,
+                replayed=True,
+            )
+        return Outcome(Decision("05" if verdict == "tombstone" else "94", op))
+
+    def _record_exception(
+        self,
+        led: Ledger,
+        kind: str,
+        req: Request,
+        decision: Decision,
+        cc: CardContext | None,
+        now_ms: int,
+    ) -> None:
+        self.metrics.advice_exceptions.labels(kind).inc()
+        led.add_exception(
+            ExceptionCase(
+                seq=led.next_seq("exception"),
+                at_ms=now_ms,
+                kind=kind,
+                op=decision.op,
+                card_id=cc.card.id if cc else 0,
+                amount_minor=req.amount_minor or 0,
+                balance_after_minor=decision.ledger_after_minor or 0,
+                currency=cc.product.currency if cc else (req.currency or ""),
+                terminal_id=req.terminal_id,
+                store_id=req.store_id or "",
+                stan=req.stan,
+            )
+        )
+
+    def sweep(self) -> tuple[int, int]:
+        """Release expired holds and prune duplicate records past their window, in bounded
+        steps; each step is one write transaction, so it happens exactly once.
+
+        Returns (holds expired, records pruned).
+        """
+        now_ms = self.clock_ms()
+        with self.store.write() as led:
+            expired = led.expired_holds(now_ms, self.sweep_batch_max)
+            for hold in expired:
+                led.close_hold(hold, HoldState.EXPIRED)
+            pruned = led.prune_dupes(now_ms - self.dup_window_ms, self.sweep_batch_max)
+            oldest = led.oldest_dupe_ms()
+            stored = led.dupes_count()
+        self.metrics.holds_expired.inc(len(expired))
+        self.metrics.dupes_pruned.inc(pruned)
+        self.metrics.dupes_stored.set(stored)
+        self.metrics.dupes_oldest_age.set(0 if oldest is None else (now_ms - oldest) / 1000)
+        return len(expired), pruned
 
 
 def _op(pending: Pending) -> str:
     assert pending.request is not None
     return operation_of(pending.request) or "unsupported"
+
+
+def dup_key(req: Request) -> bytes:
+    """(field 32 padded to 11, field 41, field 11, field 7, MTI class): DESIGN §5."""
+    acquirer = (req.acquirer or "").zfill(11)
+    return f"{acquirer}|{req.terminal_id}|{req.stan}|{req.transmission}|{req.mti_class}".encode()
+
+
+def _original_key(req: Request) -> bytes:
+    """The duplicate key of the request that field 90 names (same terminal)."""
+    o = req.original
+    assert o is not None
+    return f"{o.acquirer}|{req.terminal_id}|{o.stan}|{o.transmission}|{o.mti[:3]}0".encode()
+
+
+def content_fields(req: Request) -> bytes:
+    """What must not change between transmissions (DESIGN §5), excluding 52, 64, 128, KS."""
+    f = req.fields
+    parts = [
+        req.pan or "",
+        f.get("3", ""),
+        f.get("4", ""),
+        f.get("42", ""),
+        f.get("49", ""),
+        f.get("90", ""),
+        f.get("95", ""),
+        req.tags.get("PA", ""),
+        req.tags.get("AL", ""),
+    ]
+    return "\x1f".join(parts).encode()
+
+
+def _record(
+    outcome: Outcome, pending: Pending, req: Request, now_ms: int, card: Card | None, hold_id: int
+) -> DupRecord:
+    d = outcome.decision
+    return DupRecord(
+        kind=DupKind.REQUEST,
+        at_ms=now_ms,
+        content=pending.content,
+        mti_class=req.mti_class,
+        proc=req.proc or "",
+        op=d.op,
+        rc=d.rc,
+        approval=outcome.approval or "",
+        rrn=outcome.rrn or "",
+        requested_minor=req.amount_minor or 0,
+        approved_minor=d.approved_minor,
+        ledger_after_minor=d.ledger_after_minor,
+        available_after_minor=d.available_after_minor,
+        currency=outcome.currency or "",
+        card_id=card.id if card else 0,
+        card_masked=outcome.card_masked or "",
+        card_expiry=outcome.card_expiry or "",
+        hold_id=hold_id,
+    )
 
 
 def _rrn(seq: int, now_ms: int) -> str:

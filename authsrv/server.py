@@ -141,13 +141,22 @@ class Server:
     # -- writer -----------------------------------------------------------------------------
     async def _writer_loop(self, done: trio.Event) -> None:
         batch_max = self.cfg.store.batch_size_max
+        sweep_every_s = self.cfg.store.sweep_interval_s
+        next_sweep = trio.current_time()
         try:
             async with self._writer_recv:
                 while True:
-                    try:
-                        first = await self._writer_recv.receive()
-                    except trio.EndOfChannel:
-                        return
+                    if trio.current_time() >= next_sweep:
+                        await trio.to_thread.run_sync(self.processor.sweep, abandon_on_cancel=False)
+                        next_sweep = trio.current_time() + sweep_every_s
+                    first: Pending | None = None
+                    with trio.move_on_at(next_sweep):
+                        try:
+                            first = await self._writer_recv.receive()
+                        except trio.EndOfChannel:
+                            return
+                    if first is None:
+                        continue  # time for the next sweep
                     batch = [first]
                     while len(batch) < batch_max:
                         try:

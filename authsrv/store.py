@@ -23,6 +23,10 @@ import msgspec
 from authsrv.model import (
     Account,
     Card,
+    DupRecord,
+    ExceptionCase,
+    Hold,
+    HoldState,
     Posting,
     Product,
     Store,
@@ -45,8 +49,14 @@ DBS = (
     "accounts",
     "journal",
     "card_journal",
+    "dupes",  # duplicate key -> DupRecord
+    "dupes_by_time",  # at_ms + duplicate key -> b"" (pruning in time order)
+    "holds",  # hold id -> Hold
+    "holds_by_expiry",  # expires_ms + hold id -> b"" (the expiry sweep)
+    "card_held",  # card id -> total of open holds
+    "exceptions",  # seq -> ExceptionCase
 )
-MAX_DBS = 16
+MAX_DBS = 32
 MAX_READERS = 256
 U64 = 8
 
@@ -59,6 +69,9 @@ _dec_terminal = msgspec.msgpack.Decoder(Terminal)
 _dec_card = msgspec.msgpack.Decoder(Card)
 _dec_account = msgspec.msgpack.Decoder(Account)
 _dec_transfer = msgspec.msgpack.Decoder(Transfer)
+_dec_dup = msgspec.msgpack.Decoder(DupRecord)
+_dec_hold = msgspec.msgpack.Decoder(Hold)
+_dec_exception = msgspec.msgpack.Decoder(ExceptionCase)
 
 
 class StoreError(Exception):
@@ -85,6 +98,12 @@ class _Dbs:
     accounts: Any
     journal: Any
     card_journal: Any
+    dupes: Any
+    dupes_by_time: Any
+    holds: Any
+    holds_by_expiry: Any
+    card_held: Any
+    exceptions: Any
 
 
 class Ledger:
@@ -240,6 +259,101 @@ class Ledger:
             self.txn.put(_u64(card_id) + _u64(seq), b"", db=self.dbs.card_journal)
         return transfer
 
+    # -- duplicates (DESIGN §5) --------------------------------------------------------------
+    def dupe(self, key: bytes) -> DupRecord | None:
+        raw = self.txn.get(key, db=self.dbs.dupes)
+        return None if raw is None else _dec_dup.decode(raw)
+
+    def put_dupe(self, key: bytes, record: DupRecord) -> None:
+        """Store or replace the record of ``key``; the time index follows its first store."""
+        old = self.txn.get(key, db=self.dbs.dupes)
+        if old is None:
+            self.txn.put(_u64(record.at_ms) + key, b"", db=self.dbs.dupes_by_time)
+        else:
+            assert _dec_dup.decode(old).at_ms == record.at_ms, "a duplicate record moved in time"
+        self.txn.put(key, _enc.encode(record), db=self.dbs.dupes)
+
+    def prune_dupes(self, before_ms: int, limit: int) -> int:
+        """Delete up to ``limit`` records stored before ``before_ms``, oldest first."""
+        cursor = self.txn.cursor(db=self.dbs.dupes_by_time)
+        removed = 0
+        while removed < limit and cursor.first():
+            index_key = cursor.key()
+            if int.from_bytes(index_key[:U64], "big") >= before_ms:
+                break
+            cursor.delete()
+            self.txn.delete(index_key[U64:], db=self.dbs.dupes)
+            removed += 1
+        return removed
+
+    def dupes_count(self) -> int:
+        return int(self.txn.stat(self.dbs.dupes)["entries"])
+
+    def oldest_dupe_ms(self) -> int | None:
+        cursor = self.txn.cursor(db=self.dbs.dupes_by_time)
+        return int.from_bytes(cursor.key()[:U64], "big") if cursor.first() else None
+
+    # -- holds ------------------------------------------------------------------------------
+    def hold(self, hold_id: int) -> Hold | None:
+        raw = self.txn.get(_u64(hold_id), db=self.dbs.holds)
+        return None if raw is None else _dec_hold.decode(raw)
+
+    def held(self, card_id: int) -> int:
+        raw = self.txn.get(_u64(card_id), db=self.dbs.card_held)
+        return 0 if raw is None else int.from_bytes(raw, "big", signed=True)
+
+    def _add_held(self, card_id: int, delta: int) -> None:
+        total = self.held(card_id) + delta
+        assert total >= 0, f"card {card_id} would hold a negative amount"
+        if total:
+            self.txn.put(
+                _u64(card_id), total.to_bytes(U64, "big", signed=True), db=self.dbs.card_held
+            )
+        else:
+            self.txn.delete(_u64(card_id), db=self.dbs.card_held)
+
+    def place_hold(self, hold: Hold) -> None:
+        assert hold.state is HoldState.OPEN and hold.amount_minor > 0
+        added = self.txn.put(_u64(hold.id), _enc.encode(hold), db=self.dbs.holds, overwrite=False)
+        assert added, "hold id reused"
+        self.txn.put(_u64(hold.expires_ms) + _u64(hold.id), b"", db=self.dbs.holds_by_expiry)
+        self._add_held(hold.card_id, hold.amount_minor)
+
+    def close_hold(self, hold: Hold, state: HoldState) -> Hold:
+        """Move an open hold to ``state`` and give its amount back to the available balance."""
+        assert hold.state is HoldState.OPEN and state is not HoldState.OPEN
+        closed = msgspec.structs.replace(hold, state=state)
+        self.txn.put(_u64(hold.id), _enc.encode(closed), db=self.dbs.holds)
+        self.txn.delete(_u64(hold.expires_ms) + _u64(hold.id), db=self.dbs.holds_by_expiry)
+        self._add_held(hold.card_id, -hold.amount_minor)
+        return closed
+
+    def expired_holds(self, now_ms: int, limit: int) -> list[Hold]:
+        cursor = self.txn.cursor(db=self.dbs.holds_by_expiry)
+        result: list[Hold] = []
+        if cursor.first():
+            for key in cursor.iternext(keys=True, values=False):
+                if len(result) >= limit or int.from_bytes(key[:U64], "big") > now_ms:
+                    break
+                hold = self.hold(int.from_bytes(key[U64:], "big"))
+                assert hold is not None and hold.state is HoldState.OPEN
+                result.append(hold)
+        return result
+
+    def holds(self) -> Iterator[Hold]:
+        return self._all(self.dbs.holds, _dec_hold)
+
+    def card_held_totals(self) -> Iterator[tuple[int, int]]:
+        for key, raw in self.txn.cursor(db=self.dbs.card_held):
+            yield int.from_bytes(key, "big"), int.from_bytes(raw, "big", signed=True)
+
+    # -- exceptions (advices that break a rule) ---------------------------------------------
+    def add_exception(self, case: ExceptionCase) -> None:
+        self.txn.put(_u64(case.seq), _enc.encode(case), db=self.dbs.exceptions, append=True)
+
+    def exception_cases(self) -> Iterator[ExceptionCase]:
+        return self._all(self.dbs.exceptions, _dec_exception)
+
     def journal(self) -> Iterator[Transfer]:
         return self._all(self.dbs.journal, _dec_transfer)
 
@@ -362,7 +476,8 @@ def check_ledger(led: Ledger) -> list[str]:
 
     - per unit, all balances sum to zero;
     - every account's balance equals the sum of its journal transfers;
-    - every card's purse account is in the card's product currency.
+    - every card's purse account is in the card's product currency;
+    - every card's held total equals the sum of its open holds.
     """
     problems: list[str] = []
     from_journal: dict[str, int] = {}
@@ -389,6 +504,12 @@ def check_ledger(led: Ledger) -> list[str]:
     for unit, total in sorted(totals.items()):
         if total != 0:
             problems.append(f"unit {unit} does not balance: sum of balances is {total}")
+    open_by_card: dict[int, int] = {}
+    for hold in led.holds():
+        if hold.state is HoldState.OPEN:
+            open_by_card[hold.card_id] = open_by_card.get(hold.card_id, 0) + hold.amount_minor
+    if dict(led.card_held_totals()) != open_by_card:
+        problems.append("held totals per card differ from the open holds")
     products = {p.id: p for p in led.products()}
     for card in led.cards():
         product = products.get(card.product)

@@ -96,6 +96,7 @@ class Request:
     rrn: str | None
     network_code: str | None
     original: OriginalData | None
+    replacement_minor: int | None
     tags: Mapping[str, str]
     pan: str | None = field(repr=False)
     expiry: str | None = field(repr=False)
@@ -366,7 +367,8 @@ def parse_request(fields: Mapping[str, str]) -> Request:
         assert proc is not None
         if proc[:2] not in AMOUNT_OPTIONAL:
             _require(fields, "4")
-    if supported and mti_class in ("0220", "0400", "0420"):
+    # A 0220 names its original (a completion of a 0100 hold) or stands alone (an offline advice).
+    if supported and mti_class in ("0400", "0420"):
         _require(fields, "90")
     if supported and mti_class == "0800":
         _require(fields, "70")
@@ -374,6 +376,8 @@ def parse_request(fields: Mapping[str, str]) -> Request:
         _require(fields, "49")
 
     amount = int(fields["4"]) if "4" in fields else None
+    # Field 95 starts with the final transaction amount (n12); the rest is not used.
+    replacement = int(fields["95"][:12]) if "95" in fields else None
     original = decode_original(fields["90"]) if "90" in fields else None
     return Request(
         mti=mti,
@@ -394,6 +398,7 @@ def parse_request(fields: Mapping[str, str]) -> Request:
         rrn=fields.get("37"),
         network_code=fields.get("70"),
         original=original,
+        replacement_minor=replacement,
         tags=tags,
         pan=pan,
         expiry=expiry,

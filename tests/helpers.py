@@ -106,7 +106,7 @@ def provision(root: Path, card_count: int = 8) -> Provisioned:
 
 def store_snapshot(data: Path) -> dict[str, dict[bytes, bytes]]:
     """Every key and value of every named database, for 'nothing changed' assertions."""
-    env = lmdb.open(str(data), readonly=True, max_dbs=16, lock=False)
+    env = lmdb.open(str(data), readonly=True, max_dbs=64, lock=False)
     try:
         snap: dict[str, dict[bytes, bytes]] = {}
         with env.begin() as txn:

@@ -196,7 +196,9 @@ RULES = [
     pytest.param(req("redeem", 1000, overrides={"3": "400000"}), ctx(),
                  Decision("12", "unsupported"), id="proc-40-unsupported-12"),
     pytest.param(req("inquiry", overrides={"3": "000000", "4": "000000001000", "49": EUR}),
-                 ctx(), Decision("12", "unsupported"), id="mti-0100-proc-00-unsupported-12"),
+                 ctx(), Decision("00", "preauth", approved_minor=1000, hold_place_minor=1000,
+                                 ledger_after_minor=10000, available_after_minor=9000),
+                 id="mti-0100-proc-00-preauth-hold"),
     # -- field 7 skew --------------------------------------------------------------------------
     pytest.param(req("redeem", 1000, sent=NOW - timedelta(minutes=11)), ctx(),
                  Decision("12", "redeem"), id="field7-11min-old-12"),
@@ -382,7 +384,8 @@ def test_postings_balance_and_match_ledger_after(
     assert decision.approved
     assert context.card is not None
     assert decision.ledger_after_minor == context.card.ledger_minor + card_delta
-    assert decision.available_after_minor == decision.ledger_after_minor - context.card.held_minor
+    held_after = context.card.held_minor + decision.hold_place_minor
+    assert decision.available_after_minor == decision.ledger_after_minor - held_after
 
 
 # -- property: a purse never goes below zero ----------------------------------------------------

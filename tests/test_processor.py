@@ -47,7 +47,7 @@ def _pending(proc: Processor, op: str, pan: str, amount_minor: int, stan: str) -
 
 def _fill(data: Path, map_size_bytes: int) -> None:
     """Fill the map until not even a small record fits, so that the next write cannot."""
-    env = lmdb.open(str(data), map_size=map_size_bytes, max_dbs=16)
+    env = lmdb.open(str(data), map_size=map_size_bytes, max_dbs=64)
     filler = env.open_db(b"filler")
     i = 0
     try:
