@@ -171,6 +171,8 @@ class Processor:
             assert pending.request is not None and pending.outcome is not None
             payload = encode_message(build_response(pending.request, pending.outcome))
             rc = pending.outcome.decision.rc
+            if pending.outcome.decision.field44 is not None:
+                self.metrics.format_errors.labels(pending.outcome.decision.field44[:3]).inc()
         latency_s = (time.perf_counter_ns() - pending.received_ns) / 1e9
         self.metrics.requests.labels(pending.mti, rc).inc()
         self.metrics.latency.observe(latency_s)
@@ -529,6 +531,8 @@ def build_response(req: Request, out: Outcome) -> dict[str, str]:
     if out.approval is not None:
         resp["38"] = out.approval
     resp["39"] = d.rc
+    if d.field44 is not None:
+        resp["44"] = d.field44
     if (
         out.currency is not None
         and d.ledger_after_minor is not None

@@ -19,8 +19,10 @@ from simulators.terminal import (
     CardBook,
     SimError,
     TerminalConnection,
+    as_repeat,
     build_request,
     describe_exchange,
+    parse_original,
 )
 
 __all__ = ["add_simulate_parser", "run"]
@@ -42,6 +44,10 @@ def add_simulate_parser(
             "authsrv simulate activate --card @1 --amount 500.00",
             "authsrv simulate redeem --card @1 --amount 12.50 --terminal T0000001",
             "authsrv simulate redeem --card @1 --amount 400.00 --partial",
+            "authsrv simulate redeem --card @1 --amount 5.00 --retransmit 1",
+            "authsrv simulate reverse --card @1 --amount 5.00 --original 0200/000123/1122103000",
+            "authsrv simulate preauth --card @1 --amount 80.00",
+            "authsrv simulate complete --card @1 --amount 72.40 --original 0100/000124/1122103100",
             "authsrv simulate balance --card 6036281234567890",
             "authsrv simulate run scenarios/giftcard-demo.toml",
             "authsrv simulate load --count 10000 --connections 16 --amount 0.01",
@@ -70,6 +76,29 @@ def add_simulate_parser(
     p.add_argument("--amount", default=None, help="amount in major units, e.g. 12.50")
     p.add_argument("--currency", default="978", help="ISO 4217 numeric (978)")
     p.add_argument("--partial", action="store_true", help="partial approval supported (PA=1)")
+    p.add_argument(
+        "--original",
+        default=None,
+        metavar="MTI/STAN/MMDDhhmmss[/PROC]",
+        help="the request a complete/reverse names (printed as 'stan' and 'sent')",
+    )
+    p.add_argument(
+        "--final",
+        default=None,
+        help="reverse: what the transaction finally came to (field 95, partial)",
+    )
+    p.add_argument(
+        "--retransmit",
+        type=int,
+        default=0,
+        metavar="N",
+        help="send the same message N more times (a terminal that got no answer)",
+    )
+    p.add_argument(
+        "--as-repeat",
+        action="store_true",
+        help="send retransmissions as repeats (0221, 0401, 0421)",
+    )
     p.add_argument("--verbose", "-v", action="store_true", help="print every field")
     p.add_argument("--count", type=int, default=10_000, help="load: requests in all (10000)")
     p.add_argument("--connections", type=int, default=16, help="load: connections (16)")
@@ -114,6 +143,15 @@ async def _one(args: argparse.Namespace, book: CardBook) -> int:
         except ValueError as exc:
             raise SimError(f"--amount: {exc}") from None
     pan = book.resolve(args.card) if args.card is not None else None
+    if not 0 <= args.retransmit <= 100:
+        raise SimError("--retransmit must be between 0 and 100")
+    original = parse_original(args.original) if args.original is not None else None
+    final = None
+    if args.final is not None:
+        try:
+            final = parse_major(args.final, args.currency)
+        except ValueError as exc:
+            raise SimError(f"--final: {exc}") from None
     req = build_request(
         args.operation,
         terminal=args.terminal,
@@ -122,12 +160,18 @@ async def _one(args: argparse.Namespace, book: CardBook) -> int:
         amount_minor=amount,
         currency=args.currency,
         partial=args.partial,
+        original=original,
+        final_minor=final,
     )
     async with await TerminalConnection.open(args.host, args.port) as conn:
-        started = time.perf_counter()
-        resp = await conn.exchange(req)
-        elapsed = time.perf_counter() - started
-    print(describe_exchange(args.operation, req, resp, elapsed, args.verbose))
+        for attempt in range(args.retransmit + 1):
+            message = as_repeat(req) if attempt and args.as_repeat else req
+            if attempt:
+                print(f"(retransmission {attempt})")
+            started = time.perf_counter()
+            resp = await conn.exchange(message)
+            elapsed = time.perf_counter() - started
+            print(describe_exchange(args.operation, message, resp, elapsed, args.verbose))
     return EXIT_OK
 
 

@@ -19,6 +19,11 @@ expect_balance = "500.00"  # available balance in field 54
 Other step keys: ``partial = true`` (field 48 PA=1), ``terminal``, ``store``, ``currency``,
 ``fields = { "4" = "00000000012A" }`` (replace fields as sent; ``""`` removes one),
 ``expect_approved = "380.00"`` (field 4 of the answer), ``expect_field44 = "004"`` (prefix).
+``original = 3`` names step 3's request in field 90 (complete, reverse, reverse-advice), with
+``final = "50.00"`` for a partial reversal (field 95). ``resend = 3`` sends step 3's message
+again (a retransmission; ``op`` is then only a label; ``fields`` still applies, e.g. to change
+the amount under the same duplicate key), ``as_repeat = true`` as a repeat MTI (0221, 0401,
+0421).
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from simulators.terminal import (
     CardBook,
     SimError,
     TerminalConnection,
+    as_repeat,
     build_request,
     describe_exchange,
     summarize,
@@ -53,6 +59,10 @@ STEP_KEYS = frozenset(
         "store",
         "currency",
         "fields",
+        "original",
+        "final",
+        "resend",
+        "as_repeat",
         "expect_rc",
         "expect_balance",
         "expect_approved",
@@ -88,6 +98,9 @@ def load_scenario(path: Path) -> dict[str, Any]:
             raise SimError(f"scenario step {i}: unknown key(s) {', '.join(sorted(unknown))}")
         if step.get("op") not in OPERATIONS:
             raise SimError(f"scenario step {i}: op must be one of {', '.join(OPERATIONS)}")
+        for ref in ("original", "resend"):
+            if ref in step and not (isinstance(step[ref], int) and 1 <= step[ref] < i):
+                raise SimError(f"scenario step {i}: {ref} must name an earlier step number")
     return data
 
 
@@ -97,23 +110,37 @@ async def run_scenario(
     defaults = data.get("defaults", {})
     passed = failed = 0
     lines: list[str] = [f"scenario: {data.get('name', 'unnamed')}"]
+    sent: dict[int, dict[str, str]] = {}
     async with await TerminalConnection.open(host, port) as conn:
         for i, step in enumerate(data["step"], 1):
             s = {**defaults, **step}
             currency = str(s.get("currency", "978"))
             op = s["op"]
-            amount = parse_major(str(s["amount"]), currency) if "amount" in s else None
             overrides = {str(k): (str(v) or None) for k, v in s.get("fields", {}).items()}
-            req = build_request(
-                op,
-                terminal=str(s.get("terminal", "T0000001")),
-                store=str(s.get("store", "S0001")),
-                pan=book.resolve(str(s["card"])) if "card" in s else None,
-                amount_minor=amount,
-                currency=currency,
-                partial=bool(s.get("partial", False)),
-                overrides=overrides,
-            )
+            if "resend" in s:
+                previous = sent[int(s["resend"])]
+                req = as_repeat(previous) if s.get("as_repeat") else dict(previous)
+                for key, value in overrides.items():
+                    if value is None:
+                        req.pop(key, None)
+                    else:
+                        req[key] = value
+            else:
+                amount = parse_major(str(s["amount"]), currency) if "amount" in s else None
+                final = parse_major(str(s["final"]), currency) if "final" in s else None
+                req = build_request(
+                    op,
+                    terminal=str(s.get("terminal", "T0000001")),
+                    store=str(s.get("store", "S0001")),
+                    pan=book.resolve(str(s["card"])) if "card" in s else None,
+                    amount_minor=amount,
+                    currency=currency,
+                    partial=bool(s.get("partial", False)),
+                    original=sent[int(s["original"])] if "original" in s else None,
+                    final_minor=final,
+                    overrides=overrides,
+                )
+            sent[i] = req
             started = time.perf_counter()
             resp = await conn.exchange(req)
             elapsed = time.perf_counter() - started

@@ -23,7 +23,7 @@ from protocol.currency import format_minor
 from protocol.dialect import HOUSE_ASCII
 from protocol.framing import FrameReader, Framing, encode_frame
 from protocol.messages import encode_message
-from protocol.tlv import decode_balances, decode_tlv, encode_tlv
+from protocol.tlv import OriginalData, decode_balances, decode_tlv, encode_original, encode_tlv
 
 __all__ = [
     "OPERATIONS",
@@ -47,8 +47,31 @@ OPERATIONS: dict[str, tuple[str, str | None, str | None]] = {
     "balance": ("0200", "300000", None),
     "cashout": ("0200", "010000", None),
     "inquiry": ("0100", "300000", None),
+    "preauth": ("0100", "000000", None),
+    "complete": ("0220", "000000", None),  # completion of a preauth (needs the original)
+    "advice": ("0220", "000000", None),  # an offline purchase the host must accept
+    "reverse": ("0400", "000000", None),  # needs the original; proc = the original's
+    "reverse-advice": ("0420", "000000", None),
 }
-AMOUNT_OPS = frozenset({"activate", "load", "redeem", "refund", "cashout"})
+AMOUNT_OPS = frozenset(
+    {
+        "activate",
+        "load",
+        "redeem",
+        "refund",
+        "cashout",
+        "preauth",
+        "complete",
+        "advice",
+        "reverse",
+        "reverse-advice",
+    }
+)
+NEEDS_ORIGINAL = frozenset({"complete", "reverse", "reverse-advice"})
+# Processing code of each operation a reversal may name.
+PROC_OF: dict[str, str] = {
+    op: proc for op, (_mti, proc, _net) in OPERATIONS.items() if proc is not None
+}
 
 RESPONSE_CODES: dict[str, str] = {
     "00": "approved",
@@ -104,12 +127,21 @@ def build_request(
     partial: bool = False,
     stan: str | None = None,
     now: datetime | None = None,
+    original: Mapping[str, str] | None = None,
+    final_minor: int | None = None,
     overrides: Mapping[str, str | None] | None = None,
 ) -> dict[str, str]:
-    """Fields of one request; ``overrides`` replaces fields (``None`` removes one)."""
+    """Fields of one request; ``overrides`` replaces fields (``None`` removes one).
+
+    ``original`` is the earlier request (its fields) that a completion or reversal names in
+    field 90; a reversal takes its processing code. ``final_minor`` adds field 95 (a partial
+    reversal: what the transaction finally came to).
+    """
     if op not in OPERATIONS:
         raise SimError(f"unknown operation {op!r}; use one of {', '.join(OPERATIONS)}")
     mti, proc, network = OPERATIONS[op]
+    if op in NEEDS_ORIGINAL and original is None:
+        raise SimError(f"{op} needs the original request (--original MTI/STAN/MMDDhhmmss)")
     now = now or datetime.now(UTC)
     local = now.astimezone()
     fields: dict[str, str] = {
@@ -135,12 +167,51 @@ def build_request(
         if partial:
             fields["48"] = encode_tlv({"PA": "1"})
         fields["22"] = "011"
+        if original is not None:
+            fields["90"] = original_data(original)
+            if op.startswith("reverse"):
+                fields["3"] = original.get("3", proc)
+        if final_minor is not None:
+            fields["95"] = f"{final_minor:012d}" + "0" * 30
     for key, value in (overrides or {}).items():
         if value is None:
             fields.pop(key, None)
         else:
             fields[key] = value
     return fields
+
+
+def original_data(original: Mapping[str, str]) -> str:
+    """Field 90 naming ``original`` (its MTI, STAN, field 7 and acquirer)."""
+    return encode_original(
+        OriginalData(original["t"], original["11"], original["7"], original.get("32", "0"))
+    )
+
+
+def parse_original(text: str) -> dict[str, str]:
+    """``MTI/STAN/MMDDhhmmss[/PROC]`` from the command line into original fields.
+
+    >>> parse_original("0200/000123/1122103000")["11"]
+    '000123'
+    """
+    parts = text.split("/")
+    if len(parts) not in (3, 4) or not all(p.isdigit() for p in parts):
+        raise SimError("--original must be MTI/STAN/MMDDhhmmss[/PROC], e.g. 0200/000123/1122103000")
+    mti, stan, sent = parts[:3]
+    if len(mti) != 4 or len(stan) != 6 or len(sent) != 10:
+        raise SimError("--original must be MTI/STAN/MMDDhhmmss[/PROC], e.g. 0200/000123/1122103000")
+    fields = {"t": mti, "11": stan, "7": sent}
+    if len(parts) == 4:
+        fields["3"] = parts[3]
+    return fields
+
+
+def as_repeat(fields: Mapping[str, str]) -> dict[str, str]:
+    """The same message as a repeat (0220 -> 0221, 0400 -> 0401, 0420 -> 0421)."""
+    repeated = dict(fields)
+    if repeated["t"] in ("0220", "0400", "0420"):
+        repeated["t"] = repeated["t"][:3] + "1"
+    return repeated
 
 
 class TerminalConnection:
@@ -233,7 +304,9 @@ def describe_exchange(
     if "4" in req:
         amount = req["4"]
         head += f"  amount {format_minor(int(amount), currency) if amount.isdigit() else amount}"
-    head += f"  terminal {req['41']}  stan {req['11']}"
+    head += f"  terminal {req['41']}  stan {req['11']}  sent {req['7']}"
+    if "90" in req:
+        head += f"  original {req['90'][:4]}/{req['90'][4:10]}/{req['90'][10:20]}"
     lines.append(head)
     if verbose:
         lines += [_field_line(k, v) for k, v in req.items() if k != "t"]
