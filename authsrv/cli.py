@@ -274,6 +274,34 @@ def cmd_cards_show(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+EXCEPTION_TEXT = {
+    "below_zero": "took the card below zero",
+    "forced_completion": "completion beyond its hold (or without one)",
+    "unknown_card": "advice for an unknown card",
+    "currency_mismatch": "advice in another currency than the card's",
+}
+
+
+def cmd_cards_exceptions(args: argparse.Namespace) -> int:
+    cfg = _load_cfg(args)
+    count = 0
+    with _store(cfg, readonly=True) as store, store.read() as led:
+        for case in led.exception_cases():
+            card = led.card(case.card_id) if case.card_id else None
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(case.at_ms / 1000))
+            amount = format_minor(case.amount_minor, case.currency or "978")
+            after = format_minor(case.balance_after_minor, case.currency or "978")
+            print(
+                f"{when}Z  {case.kind:<18} {case.op:<10} card {card.masked if card else '-':<19} "
+                f"amount {amount:>14}  balance after {after:>14}  store {case.store_id} "
+                f"terminal {case.terminal_id} stan {case.stan}  "
+                f"({EXCEPTION_TEXT.get(case.kind, case.kind)})"
+            )
+            count += 1
+    print(f"{count} exception(s)")
+    return EXIT_OK
+
+
 def cmd_keys_list(args: argparse.Namespace) -> int:
     cfg = _load_cfg(args)
     with _store(cfg, readonly=True) as store:
@@ -540,6 +568,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--card", default=None, help="card number, or @N with --cards")
     p.add_argument("--cards", type=Path, default=None, help="card-issue file for @N")
     p.add_argument("--id", type=int, default=None, help="internal card id")
+    p = _add(
+        csub,
+        "exceptions",
+        "advices the host had to accept although they break a rule (below zero, forced "
+        "completions, unknown cards)",
+        ["authsrv cards exceptions --data /var/lib/authsrv"],
+        cmd_cards_exceptions,
+    )
 
     keys = _group(sub, "keys", "working keys (names and check values only)", ["authsrv keys list"])
     ksub = keys.add_subparsers(dest="action", required=True, parser_class=_Parser)
