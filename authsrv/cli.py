@@ -151,6 +151,9 @@ def cmd_products_add(args: argparse.Namespace) -> int:
         balance_max_minor=_money(args.max_balance, cur, "--max-balance"),
         redeem_min_minor=_money(args.min_redeem, cur, "--min-redeem"),
         expiry_months=args.expiry_months,
+        completion_tolerance_bp=_money(
+            args.completion_tolerance_pct, "978", "--completion-tolerance-pct"
+        ),
         reloadable=not args.no_reload,
         cashout=args.cashout,
     )
@@ -279,6 +282,7 @@ EXCEPTION_TEXT = {
     "forced_completion": "completion beyond its hold (or without one)",
     "unknown_card": "advice for an unknown card",
     "currency_mismatch": "advice in another currency than the card's",
+    "unmatched_reversal": "reversal advice for a transaction the host does not know",
 }
 
 
@@ -478,6 +482,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--expiry-months", type=int, default=36, help="validity from issue (36)")
     p.add_argument("--no-reload", action="store_true", help="refuse loads after activation")
     p.add_argument("--cashout", action="store_true", help="allow cash-out of the balance")
+    p.add_argument(
+        "--completion-tolerance-pct",
+        default="0",
+        help="how far a completion may exceed its hold, in percent, e.g. 15 (default 0)",
+    )
     p = _add(
         psub,
         "list",

@@ -118,6 +118,7 @@ class Decision:
     field44: str | None = None  # with rc 30: a field that contradicts the original
     hold_place_minor: int = 0  # place a hold of this amount on the card
     hold_close: HoldState | None = None  # close the context's hold in this state
+    hold_resize_minor: int | None = None  # keep the context's hold open with this amount
     original_reversed_minor: int | None = None  # the original's new reversed total
     tombstone: bool = False  # leave a tombstone under the original's key
     exceptions: tuple[str, ...] = ()  # advice cases to record (below_zero, ...)
@@ -297,7 +298,10 @@ def _decide_reversal(req: Request, op: str, ctx: Context) -> Decision:
     acknowledged = "00" if advice else "25"
     orig = ctx.original
     if orig is None:
-        return Decision(acknowledged, op, tombstone=True)
+        # A 0420 must be acknowledged; if its original did move money, nobody will reverse it
+        # now: record the case for the programme.
+        unmatched = ("unmatched_reversal",) if advice else ()
+        return Decision(acknowledged, op, tombstone=True, exceptions=unmatched)
     if orig.kind is DupKind.TOMBSTONE:
         return Decision(acknowledged, op)
     if orig.mti_class not in REVERSIBLE_CLASSES:
@@ -311,15 +315,15 @@ def _decide_reversal(req: Request, op: str, ctx: Context) -> Decision:
     cc = ctx.card
     if cc is None or cc.card.id != orig.card_id:
         return _not_original(2)
+    # What the original still moves; field 95 says what the transaction finally came to.
     left = orig.approved_minor - orig.reversed_minor
-    restore = left
-    if req.replacement_minor is not None:
-        restore = min(max(orig.approved_minor - req.replacement_minor, 0), left)
+    final = 0 if req.replacement_minor is None else req.replacement_minor
+    restore = max(left - final, 0)
     if restore <= 0:
         return Decision("00", op)  # already reversed (or nothing to give back)
     reversed_total = orig.reversed_minor + restore
     if orig.op == "preauth":
-        return _release_hold(op, ctx.hold, cc, advice, orig.approved_minor)
+        return _release_hold(op, ctx.hold, cc, advice, final, reversed_total, ctx.now_ms)
     if orig.op == "balance":
         return Decision("00", op)
     store = ctx.store
@@ -341,20 +345,34 @@ def _decide_reversal(req: Request, op: str, ctx: Context) -> Decision:
     return _moved(op, cc, -restore, postings, unissue, reversed_total)
 
 
+def hold_open(hold: Hold | None, now_ms: int) -> bool:
+    """Open and not past its expiry (the sweep closes it later, the engine does not wait)."""
+    return hold is not None and hold.state is HoldState.OPEN and now_ms < hold.expires_ms
+
+
 def _release_hold(
-    op: str, hold: Hold | None, cc: CardContext, advice: bool, approved: int
+    op: str,
+    hold: Hold | None,
+    cc: CardContext,
+    advice: bool,
+    final: int,
+    reversed_total: int,
+    now_ms: int,
 ) -> Decision:
-    if hold is None or hold.state in (HoldState.EXPIRED, HoldState.RELEASED):
-        return Decision("00", op)
-    if hold.state is HoldState.COMPLETED:
+    """Reversal of a 0100 hold: release it, or shrink it to the final amount (field 95)."""
+    if hold is not None and hold.state is HoldState.COMPLETED:
         return Decision("00" if advice else "12", op)
+    if not hold_open(hold, now_ms) or hold is None:
+        return Decision("00", op)  # expired or released: nothing is held any more
+    keep = min(final, hold.amount_minor)
     return Decision(
         "00",
         op,
-        hold_close=HoldState.RELEASED,
-        original_reversed_minor=approved,
+        hold_close=None if keep else HoldState.RELEASED,
+        hold_resize_minor=keep if keep else None,
+        original_reversed_minor=reversed_total,
         ledger_after_minor=cc.ledger_minor,
-        available_after_minor=cc.available_minor + hold.amount_minor,
+        available_after_minor=cc.available_minor + hold.amount_minor - keep,
     )
 
 
@@ -389,8 +407,8 @@ def _decide_advice(req: Request, op: str, ctx: Context) -> Decision:
         op == "completion"
         and orig is not None
         and orig.op == "preauth"
+        and hold_open(hold, ctx.now_ms)
         and hold is not None
-        and hold.state is HoldState.OPEN
         and cc is not None
         and hold.card_id == cc.card.id
     )

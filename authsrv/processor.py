@@ -344,6 +344,9 @@ class Processor:
         if decision.hold_close is not None:
             assert hold is not None
             led.close_hold(hold, decision.hold_close)
+        if decision.hold_resize_minor is not None:
+            assert hold is not None
+            led.resize_hold(hold, decision.hold_resize_minor)
         if decision.original_reversed_minor is not None:
             assert original is not None and original_key is not None
             led.put_dupe(
@@ -469,7 +472,7 @@ def content_fields(req: Request) -> bytes:
         f.get("49", ""),
         f.get("90", ""),
         f.get("95", ""),
-        req.tags.get("PA", ""),
+        "1" if req.partial_ok else "",  # PA=0 and no PA mean the same
         req.tags.get("AL", ""),
     ]
     return "\x1f".join(parts).encode()

@@ -328,6 +328,14 @@ class Ledger:
         self._add_held(hold.card_id, -hold.amount_minor)
         return closed
 
+    def resize_hold(self, hold: Hold, amount_minor: int) -> Hold:
+        """Keep an open hold with a smaller amount (a partial reversal of a 0100)."""
+        assert hold.state is HoldState.OPEN and 0 < amount_minor < hold.amount_minor
+        resized = msgspec.structs.replace(hold, amount_minor=amount_minor)
+        self.txn.put(_u64(hold.id), _enc.encode(resized), db=self.dbs.holds)
+        self._add_held(hold.card_id, amount_minor - hold.amount_minor)
+        return resized
+
     def expired_holds(self, now_ms: int, limit: int) -> list[Hold]:
         cursor = self.txn.cursor(db=self.dbs.holds_by_expiry)
         result: list[Hold] = []
