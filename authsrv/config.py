@@ -172,6 +172,11 @@ def validate(cfg: Config) -> None:
     _range("store.hold_expiry_s", st.hold_expiry_s, 60, 366 * 86_400)
     _range("store.sweep_interval_s", st.sweep_interval_s, 1, 3600)
     _range("store.sweep_batch_max", st.sweep_batch_max, 1, 100_000)
+    if st.hold_expiry_s > st.dup_window_s:
+        raise ConfigError(
+            "store.hold_expiry_s must not exceed store.dup_window_s: a hold would outlive the "
+            "record its completion and reversal are matched against"
+        )
     if st.dup_window_s * 1000 < s.skew_max_s * 1000 * 2:
         raise ConfigError(
             "store.dup_window_s must be at least twice server.skew_max_s, or a retransmission "

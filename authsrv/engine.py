@@ -310,9 +310,17 @@ def _decide_reversal(req: Request, op: str, ctx: Context) -> Decision:
         return _not_original(3)
     if req.amount_minor not in (orig.requested_minor, orig.approved_minor):
         return _not_original(4)
-    if orig.rc not in ("00", "10") or not orig.approved_minor:
+    if orig.rc not in ("00", "10"):
         return Decision("00", op)  # a declined original moved nothing
     cc = ctx.card
+    if not orig.approved_minor:
+        if orig.op == "cashout" and not orig.reversed and cc is not None:
+            # A cash-out of an empty card moved nothing but closed it: reopen it, once.
+            if cc.card.id != orig.card_id:
+                return _not_original(2)
+            reopen = CardState.ACTIVE if cc.card.state is CardState.CLOSED else None
+            return _moved(op, cc, 0, (), reopen, 0)
+        return Decision("00", op)  # approved for nothing (a balance inquiry)
     if cc is None or cc.card.id != orig.card_id:
         return _not_original(2)
     # What the original still moves; field 95 says what the transaction finally came to.

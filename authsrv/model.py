@@ -127,6 +127,7 @@ class DupRecord(msgspec.Struct, frozen=True, kw_only=True):
     card_masked: str = ""
     card_expiry: str = ""
     reversed_minor: int = 0
+    reversed: bool = False  # a reversal has applied to it (also one that moved 0)
     hold_id: int = 0
 
 

@@ -246,6 +246,11 @@ class Processor:
         now_ms = self.clock_ms()
         try:
             with self.store.write() as led:
+                # Holds past their expiry no longer count against the available balance, even
+                # before the sweep gets to them (one cursor step when none has expired).
+                for hold in led.expired_holds(now_ms, self.sweep_batch_max):
+                    led.close_hold(hold, HoldState.EXPIRED)
+                    self.metrics.holds_expired.inc()
                 outcomes = [self._process_one(led, p, now_ms) for p in batch]
         except StoreFull as exc:
             self.metrics.store_errors.labels("full").inc()
@@ -351,7 +356,9 @@ class Processor:
             assert original is not None and original_key is not None
             led.put_dupe(
                 original_key,
-                msgspec.structs.replace(original, reversed_minor=decision.original_reversed_minor),
+                msgspec.structs.replace(
+                    original, reversed_minor=decision.original_reversed_minor, reversed=True
+                ),
             )
         if decision.tombstone:
             assert original_key is not None and original is None

@@ -7,6 +7,7 @@ layer; contexts are records written by hand; the clock is fixed.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -17,6 +18,10 @@ from authsrv.engine import CardContext, Context, Decision, decide
 from authsrv.model import (
     Card,
     CardState,
+    DupKind,
+    DupRecord,
+    Hold,
+    HoldState,
     Posting,
     Product,
     Store,
@@ -345,6 +350,180 @@ RULES = [
                  id="balance-0200-00"),
     pytest.param(req("inquiry"), ctx(held=2_500), ok("balance", 0, 10_000, held=2_500),
                  id="balance-inquiry-0100-00"),
+]
+# fmt: on
+
+# -- exactly once (DESIGN §5): reversals, completions and advices against the original's record
+
+
+def original(op: str, amount: int) -> dict[str, str]:
+    """Fields of the earlier request that a reversal or completion names in field 90."""
+    return build_request(
+        op,
+        terminal="T0000001",
+        store="S0001",
+        pan=PAN,
+        amount_minor=amount,
+        stan="000009",
+        now=NOW - timedelta(minutes=1),
+    )
+
+
+def naming(
+    op: str,
+    orig: Mapping[str, str],
+    amount: int | None = None,
+    *,
+    final: int | None = None,
+    overrides: Mapping[str, str | None] | None = None,
+) -> Request:
+    """A reversal (its amount defaults to the original's field 4) or completion of ``orig``."""
+    fields = build_request(
+        op,
+        terminal="T0000001",
+        store="S0001",
+        pan=PAN,
+        amount_minor=int(orig["4"]) if amount is None else amount,
+        stan="000002",
+        now=NOW,
+        original=orig,
+        final_minor=final,
+        overrides=overrides,
+    )
+    return parse_request(fields)
+
+
+def record(
+    op: str,
+    proc: str,
+    requested: int,
+    approved: int | None,
+    *,
+    rc: str = "00",
+    mti_class: str = "0200",
+    card_id: int = CARD_ID,
+    hold_id: int = 0,
+) -> DupRecord:
+    return DupRecord(
+        kind=DupKind.REQUEST,
+        at_ms=NOW_MS - 60_000,
+        mti_class=mti_class,
+        proc=proc,
+        op=op,
+        rc=rc,
+        requested_minor=requested,
+        approved_minor=approved,
+        card_id=card_id,
+        hold_id=hold_id,
+    )
+
+
+DAY_MS = 86_400_000
+
+
+def hold(state: HoldState, amount: int = 1_000) -> Hold:
+    return Hold(
+        id=1,
+        card_id=CARD_ID,
+        amount_minor=amount,
+        placed_ms=NOW_MS - 60_000,
+        expires_ms=NOW_MS + DAY_MS,
+        state=state,
+        original_key=b"hold-key",
+    )
+
+
+def knowing(context: Context, orig: DupRecord | None, held: Hold | None = None) -> Context:
+    return replace(context, original=orig, hold=held)
+
+
+REDEEMED = record("redeem", "000000", 1_000, 1_000)
+PREAUTH = record("preauth", "000000", 1_000, 1_000, mti_class="0100", hold_id=1)
+
+# fmt: off
+RULES += [
+    pytest.param(naming("reverse", original("redeem", 1_000)), knowing(ctx(), None),
+                 Decision("25", "reversal", tombstone=True),
+                 id="reverse-unknown-original-0400-25-tombstone"),
+    pytest.param(naming("reverse", original("redeem", 1_000)),
+                 knowing(ctx(), DupRecord(kind=DupKind.TOMBSTONE, at_ms=NOW_MS)),
+                 Decision("25", "reversal"), id="reverse-tombstoned-original-0400-25"),
+    pytest.param(naming("reverse", original("redeem", 1_000)),
+                 knowing(ctx(), record("reversal", "000000", 1_000, None, mti_class="0400")),
+                 Decision("12", "reversal"), id="reverse-of-a-reversal-12"),
+    pytest.param(naming("reverse", original("redeem", 1_000), overrides={"3": "200000"}),
+                 knowing(ctx(), REDEEMED),
+                 Decision("30", "reversal", field44="003 not the original's"),
+                 id="reverse-field3-not-the-originals-30"),
+    pytest.param(naming("reverse", original("redeem", 1_000), 999), knowing(ctx(), REDEEMED),
+                 Decision("30", "reversal", field44="004 not the original's"),
+                 id="reverse-field4-not-the-originals-30"),
+    pytest.param(naming("reverse", original("redeem", 1_000)),
+                 knowing(ctx(), record("redeem", "000000", 1_000, 1_000, card_id=CARD_ID + 1)),
+                 Decision("30", "reversal", field44="002 not the original's"),
+                 id="reverse-other-card-30"),
+    pytest.param(naming("reverse", original("redeem", 1_000)), knowing(ctx(), REDEEMED),
+                 Decision("00", "reversal", postings=credit(1_000), original_reversed_minor=1_000,
+                          ledger_after_minor=11_000, available_after_minor=11_000),
+                 id="reverse-redeem-restores"),
+    pytest.param(naming("reverse", original("redeem", 1_000), final=600),
+                 knowing(ctx(), REDEEMED),
+                 Decision("00", "reversal", postings=credit(400), original_reversed_minor=400,
+                          ledger_after_minor=10_400, available_after_minor=10_400),
+                 id="reverse-field95-restores-original-minus-final"),
+    pytest.param(naming("reverse", original("redeem", 1_200)),
+                 knowing(ctx(), record("redeem", "000000", 1_200, 1_000, rc="10")),
+                 Decision("00", "reversal", postings=credit(1_000), original_reversed_minor=1_000,
+                          ledger_after_minor=11_000, available_after_minor=11_000),
+                 id="reverse-partial-approval-restores-the-approved"),
+    pytest.param(naming("reverse", original("load", 2_000)),
+                 knowing(ctx(ledger=1_500), record("load", "210000", 2_000, 2_000)),
+                 Decision("57", "reversal"), id="reverse-load-spent-0400-57"),
+    pytest.param(naming("reverse", original("load", 2_000)),
+                 knowing(ctx(ledger=2_500, held=1_000), record("load", "210000", 2_000, 2_000)),
+                 Decision("57", "reversal"), id="reverse-load-held-0400-57"),
+    pytest.param(naming("reverse-advice", original("load", 2_000)),
+                 knowing(ctx(ledger=500), record("load", "210000", 2_000, 2_000)),
+                 Decision("00", "reversal", postings=debit(2_000), original_reversed_minor=2_000,
+                          ledger_after_minor=-1_500, available_after_minor=-1_500,
+                          exceptions=("below_zero",)),
+                 id="reverse-advice-load-spent-below-zero"),
+    pytest.param(naming("reverse", original("activate", 1_000)),
+                 knowing(ctx(ledger=1_000), record("activate", "720000", 1_000, 1_000)),
+                 Decision("00", "reversal", postings=debit(1_000), card_state=ISSUED,
+                          original_reversed_minor=1_000, ledger_after_minor=0,
+                          available_after_minor=0),
+                 id="reverse-whole-activation-back-to-issued"),
+    pytest.param(naming("reverse", original("cashout", 0)),
+                 knowing(ctx(state=CardState.CLOSED, ledger=0),
+                         record("cashout", "010000", 0, 1_000)),
+                 Decision("00", "reversal", postings=credit(1_000), card_state=ACTIVE,
+                          original_reversed_minor=1_000, ledger_after_minor=1_000,
+                          available_after_minor=1_000),
+                 id="reverse-cashout-reopens"),
+    pytest.param(naming("reverse", original("preauth", 1_000)),
+                 knowing(ctx(), PREAUTH, hold(HoldState.COMPLETED)),
+                 Decision("12", "reversal"), id="reverse-completed-hold-0400-12"),
+    pytest.param(naming("complete", original("preauth", 1_000), 800),
+                 knowing(ctx(), PREAUTH, hold(HoldState.EXPIRED)),
+                 Decision("00", "completion", approved_minor=800, postings=debit(800),
+                          ledger_after_minor=9_200, available_after_minor=9_200,
+                          exceptions=("forced_completion",)),
+                 id="completion-of-an-expired-hold-forced"),
+    pytest.param(naming("complete", original("preauth", 1_000), 800), knowing(ctx(), None),
+                 Decision("00", "completion", approved_minor=800, postings=debit(800),
+                          ledger_after_minor=9_200, available_after_minor=9_200,
+                          exceptions=("forced_completion",)),
+                 id="completion-unknown-original-forced"),
+    pytest.param(req("advice", 3_000), ctx(ledger=0),
+                 Decision("00", "advice", approved_minor=3_000, postings=debit(3_000),
+                          ledger_after_minor=-3_000, available_after_minor=-3_000,
+                          exceptions=("below_zero",)),
+                 id="advice-on-an-empty-card-posts-below-zero"),
+    pytest.param(req("advice", 3_000), ctx(state=CardState.BLOCKED),
+                 Decision("00", "advice", approved_minor=3_000, postings=debit(3_000),
+                          ledger_after_minor=7_000, available_after_minor=7_000),
+                 id="advice-on-a-blocked-card-posts"),
 ]
 # fmt: on
 
