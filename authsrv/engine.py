@@ -60,7 +60,6 @@ REVERSIBLE_CLASSES = frozenset({"0100", "0200", "0220"})
 # Operations that took value off the card, and those that put value on it.
 DEBIT_OPS = frozenset({"redeem", "cashout", "completion", "advice"})
 CREDIT_OPS = frozenset({"activate", "load", "refund"})
-DAY_MS = 86_400_000
 NETWORK_CODES: dict[str, str] = {"001": "signon", "002": "signoff", "301": "echo"}
 MONEY_ACCOUNT_TYPES = frozenset({"00", PURSE_MONEY})
 # Declines by card state (the state decides before any amount rule).
@@ -102,7 +101,6 @@ class Context:
     card: CardContext | None
     original: DupRecord | None = None
     hold: Hold | None = None
-    hold_expiry_ms: int = 7 * DAY_MS
 
 
 @dataclass(frozen=True, slots=True)

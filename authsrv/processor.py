@@ -297,7 +297,6 @@ class Processor:
             card_ctx,
             original,
             hold,
-            self.hold_expiry_ms,
         )
         decision = decide(req, ctx)
 
