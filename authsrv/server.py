@@ -194,8 +194,13 @@ class Server:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._respond, stream, recv, nursery.cancel_scope)
                 await self._read(stream, send)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
+        except* (trio.BrokenResourceError, trio.ClosedResourceError):
             self.metrics.connections_closed.labels("peer").inc()
+        except* Exception:
+            # Nothing a connection does may end the host (DESIGN §2); the writer's broken
+            # invariants stop it from the writer task, not from here.
+            self.log.exception("connection_failed")
+            self.metrics.connections_closed.labels("internal").inc()
         finally:
             self._open -= 1
             self.metrics.connections.dec()
@@ -212,6 +217,11 @@ class Server:
                     self._idle_scopes.add(idle)
                     try:
                         data = await stream.receive_some(RECEIVE_BYTES_MAX)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        # The terminal reset the connection (e.g. it hung up after a
+                        # time-out with an answer unread): this connection ends, no other.
+                        self.metrics.connections_closed.labels("peer").inc()
+                        return
                     finally:
                         self._idle_scopes.discard(idle)
                 if idle.cancelled_caught:
