@@ -68,9 +68,9 @@ class Host:
         self.store.close()
 
 
-def open_host(cfg: Config) -> Host:
+def open_host(cfg: Config, worker: int | None = None) -> Host:
     """Open everything a serving host needs (it does not start listening)."""
-    log = get_logger()
+    log = get_logger() if worker is None else get_logger().bind(worker=worker)
     store = open_store(cfg.data_path, cfg.store.map_size_mib)
     keys = open_keys(store)
     metrics = Metrics()

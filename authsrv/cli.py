@@ -356,6 +356,17 @@ class _store:
 # -- serve, demo -------------------------------------------------------------------------------
 def _serve(cfg: Config, banner: Callable[[int, int | None], None] | None = None) -> int:
     configure_logging(cfg.log.level)
+    if cfg.server.workers > 1:
+        from authsrv.workers import run_supervisor
+
+        open_store(cfg.data_path, cfg.store.map_size_mib).close()  # fail early: no store
+        try:
+            return run_supervisor(cfg, get_logger())
+        except OSError as exc:
+            raise UsageError(
+                f"cannot listen on {cfg.server.host}:{cfg.server.port}: {exc.strerror}; "
+                "choose another port (--port or server.port)"
+            ) from None
     host = open_host(cfg)
     metrics_port = None
     if cfg.metrics.enabled:
@@ -402,6 +413,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         over["server.port"] = args.port
     if args.metrics_port is not None:
         over["metrics.port"] = args.metrics_port
+    if args.workers is not None:
+        over["server.workers"] = args.workers
     return _serve(_load_cfg(args, over))
 
 
@@ -608,6 +621,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--port", type=int, default=None, help="ISO 8583 port (0: any free port)")
     p.add_argument("--metrics-port", type=int, default=None, help="Prometheus port")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="server processes sharing the port and the store (server.workers, default 1)",
+    )
 
     p = _add(
         sub,

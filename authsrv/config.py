@@ -49,6 +49,9 @@ class ServerConfig:
     skew_max_s: int = 600
     # A listener on a non-loopback address must be allowed explicitly.
     allow_public_plaintext: bool = False
+    # Server processes sharing the port (SO_REUSEPORT) and the store; each costs one core
+    # at full load and its own connections (connections_max applies per process).
+    workers: int = 1
 
 
 @dataclass(slots=True)
@@ -156,6 +159,7 @@ def validate(cfg: Config) -> None:
     _range("server.idle_timeout_s", s.idle_timeout_s, 1, 86_400)
     _range("server.drain_timeout_s", s.drain_timeout_s, 1, 600)
     _range("server.skew_max_s", s.skew_max_s, 1, 86_400)
+    _range("server.workers", s.workers, 1, 64)
     try:
         addr = ipaddress.ip_address(s.host)
     except ValueError:

@@ -6,6 +6,7 @@ field number, reason). Each server owns its registry so tests can run several in
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
@@ -33,7 +34,11 @@ _COMMIT_BUCKETS_S = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 
 
 
 class Metrics:
+    """Resource handling: in a worker process (prometheus-client multiprocess mode) values go to
+    shared files that the supervisor sums; gauges then say how to combine processes."""
+
     def __init__(self) -> None:
+        self.multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
         r = self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
             "authsrv_requests_total",
@@ -47,7 +52,12 @@ class Metrics:
             buckets=_LATENCY_BUCKETS_S,
             registry=r,
         )
-        self.connections = Gauge("authsrv_connections", "Open terminal connections", registry=r)
+        self.connections = Gauge(
+            "authsrv_connections",
+            "Open terminal connections",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
         self.connections_total = Counter(
             "authsrv_connections_accepted_total", "Terminal connections accepted", registry=r
         )
@@ -86,11 +96,20 @@ class Metrics:
             ["reason"],
             registry=r,
         )
-        self.store_size = Gauge(
-            "authsrv_store_size_bytes", "Bytes used in the LMDB map", registry=r
+        # In multiprocess mode the supervisor reports the store size itself.
+        self.store_size = (
+            None
+            if self.multiprocess
+            else Gauge("authsrv_store_size_bytes", "Bytes used in the LMDB map", registry=r)
         )
-        self.store_map_size = Gauge(
-            "authsrv_store_map_size_bytes", "The LMDB map size (store.map_size_mib)", registry=r
+        self.store_map_size = (
+            None
+            if self.multiprocess
+            else Gauge(
+                "authsrv_store_map_size_bytes",
+                "The LMDB map size (store.map_size_mib)",
+                registry=r,
+            )
         )
 
         self.duplicates = Counter(
@@ -114,22 +133,28 @@ class Metrics:
             registry=r,
         )
         self.dupes_stored = Gauge(
-            "authsrv_duplicate_records", "Duplicate records kept (at the last sweep)", registry=r
+            "authsrv_duplicate_records",
+            "Duplicate records kept (at the last sweep)",
+            registry=r,
+            multiprocess_mode="mostrecent",
         )
         self.dupes_oldest_age = Gauge(
             "authsrv_duplicate_records_oldest_age_seconds",
             "Age of the oldest duplicate record kept (at the last sweep)",
             registry=r,
+            multiprocess_mode="mostrecent",
         )
         self.dupes_window = Gauge(
             "authsrv_duplicate_window_seconds",
             "How long duplicate records are kept (store.dup_window_s)",
             registry=r,
+            multiprocess_mode="max",
         )
 
     def watch_store_size(self, size_fn: Callable[[], float], map_size_bytes: int) -> None:
-        self.store_size.set_function(size_fn)
-        self.store_map_size.set(map_size_bytes)
+        if self.store_size is not None and self.store_map_size is not None:
+            self.store_size.set_function(size_fn)
+            self.store_map_size.set(map_size_bytes)
 
     def serve(self, host: str, port: int) -> int:
         """Expose ``/metrics`` over HTTP in a background thread; returns the bound port."""

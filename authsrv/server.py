@@ -71,6 +71,12 @@ class Server:
         self.port = int(self._listeners[0].socket.getsockname()[1])
         return self._listeners
 
+    def use_listeners(self, listeners: list[trio.SocketListener]) -> None:
+        """Serve on sockets opened elsewhere (a worker's SO_REUSEPORT listener)."""
+        assert listeners
+        self._listeners = listeners
+        self.port = int(listeners[0].socket.getsockname()[1])
+
     def request_stop(self) -> None:
         """Begin the drain (what SIGTERM does)."""
         self._stop.set()

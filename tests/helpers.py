@@ -199,7 +199,9 @@ def _wait_listening(proc: subprocess.Popen[bytes], log_path: Path) -> tuple[int,
             event = json.loads(raw)
             if event.get("event") == "metrics":
                 metrics_port = int(str(event["url"]).rsplit(":", 1)[1].split("/")[0])
-            if event.get("event") == "listening":
+            # With --workers each worker logs its own "listening"; the host is up when the
+            # supervisor (the line without "worker") says so.
+            if event.get("event") == "listening" and "worker" not in event:
                 return int(event["port"]), metrics_port
         time.sleep(0.05)
     raise AssertionError("host did not start listening in time")
