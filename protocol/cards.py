@@ -5,6 +5,7 @@ from __future__ import annotations
 __all__ = ["luhn_check_digit", "luhn_valid", "mask_pan"]
 
 PAN_LEN_MIN = 12
+_DOUBLED = (0, 2, 4, 6, 8, 1, 3, 5, 7, 9)  # digit sum of 2 x d
 PAN_LEN_MAX = 19
 
 
@@ -14,14 +15,13 @@ def luhn_check_digit(body: str) -> str:
     >>> luhn_check_digit("7992739871")
     '3'
     """
-    total = 0
-    for i, ch in enumerate(reversed(body)):
-        d = ord(ch) - 48
-        if i % 2 == 0:
-            d *= 2
-            if d > 9:
-                d -= 9
-        total += d
+    digits = body.encode("ascii")
+    # From the right: every other digit doubled (its digit sum from a table), the rest as is.
+    total = (
+        sum(_DOUBLED[d - 48] for d in digits[-1::-2])
+        + sum(digits[-2::-2])
+        - 48 * (len(digits) // 2)
+    )
     return str((10 - total % 10) % 10)
 
 

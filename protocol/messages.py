@@ -132,7 +132,11 @@ def transmission_datetime(mmddhhmmss: str, now: datetime) -> datetime:
     month, day = int(mmddhhmmss[0:2]), int(mmddhhmmss[2:4])
     hh, mi, ss = int(mmddhhmmss[4:6]), int(mmddhhmmss[6:8]), int(mmddhhmmss[8:10])
     best: datetime | None = None
-    for year in range(now.year - 4, now.year + 5):
+    # This year or a neighbour nearly always; only 29 February may need to look further.
+    years = (now.year, now.year - 1, now.year + 1)
+    if month == 2 and day == 29:
+        years = tuple(range(now.year - 4, now.year + 5))
+    for year in years:
         try:
             candidate = datetime(year, month, day, hh, mi, ss, tzinfo=UTC)
         except ValueError:
