@@ -133,7 +133,7 @@ def transmission_datetime(mmddhhmmss: str, now: datetime) -> datetime:
     hh, mi, ss = int(mmddhhmmss[4:6]), int(mmddhhmmss[6:8]), int(mmddhhmmss[8:10])
     best: datetime | None = None
     # This year or a neighbour nearly always; only 29 February may need to look further.
-    years = (now.year, now.year - 1, now.year + 1)
+    years: tuple[int, ...] = (now.year, now.year - 1, now.year + 1)
     if month == 2 and day == 29:
         years = tuple(range(now.year - 4, now.year + 5))
     for year in years:
