@@ -660,6 +660,10 @@ def build_parser() -> argparse.ArgumentParser:
     from simulators.commands import add_simulate_parser
 
     add_simulate_parser(sub, _add, cmd_simulate)
+
+    from bench.commands import add_bench_parser
+
+    add_bench_parser(sub, _add)
     return parser
 
 

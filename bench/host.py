@@ -1,0 +1,219 @@
+"""The processes the bench starts and measures: the host (``authsrv serve``) and the echo
+server, each in a subprocess whose output goes to a log file; CPU time from ``/proc``.
+
+Resource handling: :class:`Server` is a context manager; on exit it sends SIGTERM, waits for
+the drain and kills what outlives it. The exit status is kept in ``returncode``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+
+from bench.provision import BenchError
+
+__all__ = [
+    "Server",
+    "cpu_seconds",
+    "every_process_cpu",
+    "machine_cpu_seconds",
+    "process_tree",
+    "serve_supports_workers",
+    "start_echo",
+    "start_host",
+]
+
+STARTUP_TIMEOUT_S = 60.0  # a host on a large store opens it quickly; workers take longer
+STOP_TIMEOUT_S = 30.0  # the host's drain (server.drain_timeout_s, 10 s) and some margin
+POLL_S = 0.05
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+UTIME_AT, STIME_AT, PPID_AT = 11, 12, 1  # in /proc/PID/stat after the command name
+
+
+class Server:
+    """A server subprocess that logged ``{"event": "listening", "port": N}``."""
+
+    def __init__(
+        self, name: str, proc: subprocess.Popen[bytes], log_path: Path, log_offset: int
+    ) -> None:
+        self.name = name
+        self.proc = proc
+        self.log_path = log_path
+        self.log_offset = log_offset  # logs are appended to: earlier runs' lines come before
+        self.port = 0
+        self.returncode: int | None = None
+
+    def wait_listening(self) -> int:
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise BenchError(
+                    f"the {self.name} exited at start ({self.proc.returncode}); "
+                    f"its log is {self.log_path}: {_tail(self.log_path)}"
+                )
+            with self.log_path.open("rb") as fh:
+                fh.seek(self.log_offset)
+                lines = fh.read().decode(errors="replace").splitlines()
+            for raw in lines:
+                if not raw.startswith("{"):
+                    continue
+                try:
+                    event = json.loads(raw)
+                except ValueError:
+                    continue
+                # With --workers each worker logs its own line; the supervisor's has no "worker".
+                if event.get("event") == "listening" and "worker" not in event:
+                    self.port = int(event["port"])
+                    return self.port
+            time.sleep(POLL_S)
+        raise BenchError(f"the {self.name} did not start listening in time; see {self.log_path}")
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.returncode = self.proc.returncode
+        return self.returncode
+
+    def __enter__(self) -> Server:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+def _tail(path: Path, chars: int = 600) -> str:
+    text = path.read_text(errors="replace") if path.exists() else ""
+    return text[-chars:].strip().replace("\n", " | ")
+
+
+def _start(name: str, args: Sequence[str], log_path: Path, env: Mapping[str, str]) -> Server:
+    with log_path.open("ab") as log_fh:
+        offset = log_fh.tell()
+        proc = subprocess.Popen(
+            list(args), stdout=log_fh, stderr=subprocess.STDOUT, env={**os.environ, **env}
+        )
+    server = Server(name, proc, log_path, offset)
+    try:
+        server.wait_listening()
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+def serve_supports_workers() -> bool:
+    """Whether this ``authsrv serve`` has ``--workers`` (asked at run time, not assumed)."""
+    out = subprocess.run(
+        [sys.executable, "-m", "authsrv", "serve", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    return "--workers" in out.stdout
+
+
+def start_host(
+    data: Path,
+    log_path: Path,
+    *,
+    log_requests: bool,
+    workers: int,
+    map_size_mib: int,
+) -> Server:
+    """``authsrv serve`` on 127.0.0.1, any free port, metrics off; durability as configured
+    (the store always commits with sync)."""
+    args = [sys.executable, "-m", "authsrv", "serve", "--data", str(data), "--port", "0"]
+    if workers > 1:
+        args += ["--workers", str(workers)]
+    env = {
+        "AUTHSRV_METRICS_ENABLED": "false",
+        "AUTHSRV_LOG_REQUESTS": "true" if log_requests else "false",
+        "AUTHSRV_STORE_MAP_SIZE_MIB": str(map_size_mib),
+    }
+    return _start("host", args, log_path, env)
+
+
+def start_echo(log_path: Path) -> Server:
+    return _start("echo server", [sys.executable, "-m", "bench.echo", "--port", "0"], log_path, {})
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return raw[raw.rindex(")") + 2 :].split()
+
+
+def every_process_cpu() -> dict[int, tuple[str, float]]:
+    """Every process's command name and CPU seconds (kernel threads included)."""
+    result: dict[int, tuple[str, float]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            raw = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        name = raw[raw.index("(") + 1 : raw.rindex(")")]
+        fields = raw[raw.rindex(")") + 2 :].split()
+        result[int(entry)] = (name, (int(fields[UTIME_AT]) + int(fields[STIME_AT])) / CLK_TCK)
+    return result
+
+
+def process_tree(root: int) -> list[int]:
+    """``root`` and its live descendants (a host with workers is a supervisor and children)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            fields = _stat_fields(int(entry))
+            if fields is not None:
+                children.setdefault(int(fields[PPID_AT]), []).append(int(entry))
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo += children.get(pid, [])
+    return tree
+
+
+def cpu_seconds(pids: Sequence[int]) -> dict[int, float]:
+    """User plus system CPU seconds of each process (all its threads); gone ones are left out."""
+    result: dict[int, float] = {}
+    for pid in pids:
+        fields = _stat_fields(pid)
+        if fields is not None:
+            result[pid] = (int(fields[UTIME_AT]) + int(fields[STIME_AT])) / CLK_TCK
+    return result
+
+
+def machine_cpu_seconds() -> tuple[float, float]:
+    """(busy, steal) CPU seconds of the whole machine since boot, from ``/proc/stat``: busy is
+    user, nice, system, irq and softirq (idle and I/O wait are not); steal is time the
+    hypervisor gave to other guests."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    assert fields[0] == "cpu", fields[0]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[1:9])
+    return (user + nice + system + irq + softirq) / CLK_TCK, steal / CLK_TCK

@@ -1,0 +1,262 @@
+"""``authsrv bench``: its wire shortcuts agree with pyiso8583, its card numbers are valid and
+stay in memory, and a short run on a small store answers sensibly and leaves a store that
+passes ``authsrv check`` (a smoke test: no timing is asserted)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import iso8583
+import pytest
+
+from bench.commands import _parse_mix
+from bench.generator import REDEEM_AMOUNTS
+from bench.provision import PAN_LEN, PREFIX, BenchError, CardNumbers
+from bench.report import parse_slo
+from bench.wire import HEADER_LEN, OPS, TIME_FIELDS_LEN, answer_stan_rc, build_template
+from protocol.cards import luhn_valid
+from protocol.dialect import HOUSE_ASCII
+from protocol.messages import encode_message
+from tests.helpers import run_cli
+
+SMOKE_CARDS = 2000
+SMOKE_TERMINALS = 8
+SEED = 1
+SENSIBLE_RCS = {"00", "10", "51"}
+DIGIT_RUN = re.compile(rb"(?<![0-9])[0-9]{13,19}(?![0-9])")
+
+ANSWERS: list[dict[str, str]] = [
+    {"t": "0210", "2": "6999900375198778", "3": "000000", "11": "000042", "39": "51"},
+    {
+        "t": "0210",
+        "2": "6999900375198778",
+        "3": "000000",
+        "4": "000000001000",
+        "7": "1122103000",
+        "11": "123456",
+        "12": "103000",
+        "13": "1122",
+        "37": "612345000001",
+        "38": "000001",
+        "39": "00",
+        "41": "BT000001",
+        "42": "B0001".ljust(15),
+        "49": "978",
+        "54": "6001978C000000001000" * 2,
+        "63": "RT012BALANCE 10.00",
+    },
+    {  # a reversal's answer: secondary bitmap (field 90), field 32 before 39
+        "t": "0410",
+        "2": "6999900375198778",
+        "3": "000000",
+        "4": "000000000150",
+        "7": "1122103000",
+        "11": "000007",
+        "32": "12345",
+        "39": "00",
+        "41": "BT000001",
+        "90": "020000000611221029590000000000000000000000",
+    },
+    {"t": "0810", "7": "1122103000", "11": "999999", "39": "12", "70": "301"},
+]
+
+
+@pytest.mark.parametrize("fields", ANSWERS, ids=[a["t"] + "/" + a["39"] for a in ANSWERS])
+def test_answer_reader_agrees_with_pyiso8583(fields: dict[str, str]) -> None:
+    payload = encode_message(fields)
+    decoded, _ = iso8583.decode(payload, HOUSE_ASCII)
+    assert answer_stan_rc(payload) == (decoded["11"].encode(), decoded["39"].encode())
+
+
+def test_answer_reader_without_field_39_gives_empty_rc() -> None:
+    payload = encode_message({"t": "0200", "3": "300000", "11": "000001", "41": "BT000001"})
+    assert answer_stan_rc(payload) == (b"000001", b"")
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_patched_template_decodes_to_the_patched_values(op: str) -> None:
+    template = build_template(op, "BT000003", "B0002")
+    numbers = CardNumbers(SEED, 10)
+    frame = bytearray(template.frame)
+    times = b"1122103000" + b"000777" + b"113000" + b"1122"
+    frame[template.time_at : template.time_at + TIME_FIELDS_LEN] = times
+    frame[template.pan_at : template.pan_at + PAN_LEN] = numbers.slice(3)
+    if template.amount_at >= 0:
+        frame[template.amount_at : template.amount_at + 12] = REDEEM_AMOUNTS[2]
+    if template.original_at >= 0:
+        frame[template.original_at : template.original_at + 20] = b"0200000555" + b"1122102959"
+    decoded, _ = iso8583.decode(bytes(frame[HEADER_LEN:]), HOUSE_ASCII)
+    assert int.from_bytes(frame[:HEADER_LEN], "big") == len(frame) - HEADER_LEN
+    assert (decoded["7"], decoded["11"], decoded["12"], decoded["13"]) == (
+        "1122103000",
+        "000777",
+        "113000",
+        "1122",
+    )
+    assert decoded["2"] == numbers.slice(3).decode()
+    assert decoded["41"] == "BT000003"
+    assert decoded["42"].strip() == "B0002"
+    assert decoded.get("4") == (REDEEM_AMOUNTS[2].decode() if op != "balance" else None)
+    if op == "reversal":
+        assert decoded["t"] == "0400"
+        assert decoded["90"][:20] == "02000005551122102959"
+
+
+def test_card_numbers_are_valid_distinct_in_range_and_reproducible() -> None:
+    numbers = CardNumbers(SEED, 5000)
+    pans = [numbers.slice(i).decode() for i in range(numbers.count)]
+    assert len(set(pans)) == len(pans)
+    assert all(p.startswith(PREFIX) and len(p) == PAN_LEN and luhn_valid(p) for p in pans)
+    assert [CardNumbers(SEED, 5000).slice(i) for i in (0, 4999)] == [
+        numbers.slice(0),
+        numbers.slice(4999),
+    ]
+    assert CardNumbers(SEED + 1, 1).slice(0) != numbers.slice(0)
+    assert pans[0] not in repr(numbers)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("redeem=70,balance=15,load=10,reversal=5", {"redeem": 0.7, "balance": 0.15}),
+        ("redeem=1", {"redeem": 1.0}),
+        ("redeem=1,load=0", {"redeem": 1.0}),
+    ],
+)
+def test_mix(text: str, expected: dict[str, float]) -> None:
+    mix = _parse_mix(text)
+    assert abs(sum(mix.values()) - 1) < 1e-9
+    for op, share in expected.items():
+        assert mix[op] == pytest.approx(share)
+
+
+@pytest.mark.parametrize("text", ["refund=10", "redeem", "redeem=x", "redeem=-1", "redeem=0"])
+def test_bad_mix(text: str) -> None:
+    with pytest.raises(BenchError):
+        _parse_mix(text)
+
+
+def _result(p99_ms: float, rate: float, errors: int) -> dict[str, Any]:
+    latency = {"p50": 1.0, "p90": 2.0, "p99": p99_ms, "p99.9": p99_ms, "max": p99_ms}
+    return {"latency_ms": latency, "achieved_rate_per_s": rate, "errors": errors, "timeouts": 0}
+
+
+@pytest.mark.parametrize(
+    ("slo", "result", "violated"),
+    [
+        ("p99_ms=10", _result(9.9, 100, 0), []),
+        ("p99_ms=10", _result(10.1, 100, 0), ["p99_ms"]),
+        ("p99_ms=10,min_rate=5000", _result(5, 4999, 0), ["min_rate"]),
+        ("max_errors=0,p99_ms=1", _result(5, 1, 3), ["max_errors", "p99_ms"]),
+    ],
+)
+def test_slo(slo: str, result: dict[str, Any], violated: list[str]) -> None:
+    lines = parse_slo(slo).check(result)
+    assert [line.split("=")[0] for line in lines] == violated
+
+
+@pytest.mark.parametrize("text", ["p98_ms=1", "p99_ms", "p99_ms=fast"])
+def test_bad_slo(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_slo(text)
+
+
+def _luhn_runs(blob: bytes) -> list[bytes]:
+    return [m for m in DIGIT_RUN.findall(blob) if luhn_valid(m.decode())]
+
+
+def test_smoke_run_on_a_small_store(tmp_path: Path) -> None:
+    data = tmp_path / "bench-store"
+    out = run_cli(
+        "bench",
+        "--cards",
+        str(SMOKE_CARDS),
+        "--closed",
+        str(SMOKE_TERMINALS),
+        "--duration",
+        "1.5",
+        "--warmup",
+        "0.5",
+        "--seed",
+        str(SEED),
+        "--data",
+        str(data),
+        "--json",
+        "--slo",
+        "max_errors=0,max_timeouts=0",
+        timeout=90,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads(out.stdout)
+    assert report["bench"]["mode"] == "closed"
+    assert report["bench"]["terminals"] == SMOKE_TERMINALS
+    assert report["provisioning"]["created"] is True
+    assert report["provisioning"]["cards"] == SMOKE_CARDS
+    host = report["host"]
+    assert host["started_by_bench"] is True
+    assert host["exit_code"] == 0
+    assert host["log_requests"] is True
+    result = report["result"]
+    assert result["answered"] > 0
+    assert result["errors"] == 0 and result["timeouts"] == 0
+    assert set(result["rc"]) <= SENSIBLE_RCS, result["rc"]
+    assert set(result["rc_by_op"].get("reversal", {})) <= {"00"}, "reversals must find originals"
+    assert result["replays_differing"] == 0
+    latency = result["latency_ms"]
+    assert latency["p50"] <= latency["p99"] <= latency["max"]
+    assert result["server_cpu_us_per_request"] is not None
+    assert result["generator"]["cpu_us_per_request"] is not None
+    assert report["check"]["passed"] is True
+    assert report["slo"]["passed"] is True
+    assert report["exit_code"] == 0
+    assert report["echo"] is None and report["ratio_auth_per_echo"] is None
+
+    check = run_cli("check", "--data", str(data))
+    assert check.returncode == 0, check.stdout + check.stderr
+
+    # No card number of the bench anywhere: not in its output, the host's log or the store.
+    log = data / "host.log"
+    events = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    assert any(e.get("event") == "request" for e in events), "the host logged no request"
+    for text in (out.stdout.encode(), out.stderr.encode(), log.read_bytes()):
+        assert _luhn_runs(text) == []
+    numbers = CardNumbers(SEED, SMOKE_CARDS)
+    pans = [numbers.slice(i) for i in range(SMOKE_CARDS)]
+    for path in data.iterdir():
+        blob = path.read_bytes()
+        assert not [p for p in pans if p in blob], f"a card number in {path.name}"
+
+
+def test_echo_only(tmp_path: Path) -> None:
+    out = run_cli(
+        "bench",
+        "--echo-only",
+        "--closed",
+        "4",
+        "--cards",
+        "100",
+        "--duration",
+        "1",
+        "--warmup",
+        "0.2",
+        "--json",
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads(out.stdout)
+    assert report["result"] is None and report["host"] is None
+    echo = report["echo"]
+    assert echo["answered"] > 0
+    assert echo["errors"] == 0 and echo["timeouts"] == 0
+    assert set(echo["rc"]) == {"echo"}
+    assert echo["server_cpu_us_per_request"] is not None
+
+
+def test_usage_errors_are_one_line() -> None:
+    out = run_cli("bench", "--closed", "8", "--poisson")
+    assert out.returncode == 2
+    assert out.stderr.strip().count("\n") == 0
+    assert "--poisson goes with --rate" in out.stderr
