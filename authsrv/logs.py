@@ -16,7 +16,7 @@ from typing import Any, TextIO
 import msgspec
 import structlog
 
-from protocol.cards import luhn_valid, mask_pan
+from protocol.cards import luhn_check_digit, luhn_valid, mask_pan
 
 __all__ = ["configure_logging", "get_logger", "mask_card_data"]
 
@@ -42,7 +42,8 @@ def _mask_match(match: re.Match[str]) -> str:
 def mask_text(text: str) -> str:
     """Mask track-2 data and Luhn-valid card numbers inside free text.
 
-    >>> mask_text("card 6036280000000000009 and 6036280000000000009=2612101")
+    >>> pan = "603628000000000000" + luhn_check_digit("603628000000000000")
+    >>> mask_text(f"card {pan} and {pan}=2612101")
     'card 603628*********0009 and [track2]'
     """
     if not _LONG_DIGITS.search(text):

@@ -90,7 +90,7 @@ def answer_stan_rc(payload: bytes) -> tuple[bytes, bytes]:
     """Fields 11 and 39 of an answer (without its length header); 39 is ``b""`` when absent
     (the echo baseline gets its requests back).
 
-    >>> fields = {"t": "0210", "2": "6999900375198778", "3": "000000", "11": "000042", "39": "51"}
+    >>> fields = {"t": "0210", "2": "6999900375198770", "3": "000000", "11": "000042", "39": "51"}
     >>> answer_stan_rc(encode_message(fields))
     (b'000042', b'51')
 
