@@ -16,7 +16,7 @@ from typing import Any, TextIO
 import msgspec
 import structlog
 
-from protocol.cards import luhn_check_digit, luhn_valid, mask_pan
+from protocol.cards import luhn_valid, mask_pan
 
 __all__ = ["configure_logging", "get_logger", "mask_card_data"]
 
@@ -42,6 +42,7 @@ def _mask_match(match: re.Match[str]) -> str:
 def mask_text(text: str) -> str:
     """Mask track-2 data and Luhn-valid card numbers inside free text.
 
+    >>> from protocol.cards import luhn_check_digit
     >>> pan = "603628000000000000" + luhn_check_digit("603628000000000000")
     >>> mask_text(f"card {pan} and {pan}=2612101")
     'card 603628*********0009 and [track2]'

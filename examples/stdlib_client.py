@@ -6,7 +6,7 @@ processing code 00, ``PA=1`` in field 48) and asks the balance (0200, processing
 printing each answer::
 
     python examples/stdlib_client.py --port 8583 --terminal T0000001 --store S0001 \\
-        --card 6036280012345677 --amount 12.00
+        --card CARD_NUMBER --amount 12.00
 
 The functions are meant to be read and copied: building a message (MTI, bitmap, fixed and
 LLVAR/LLLVAR fields), the 2-byte length framing, and parsing an answer.

@@ -48,7 +48,7 @@ def add_simulate_parser(
             "authsrv simulate reverse --card @1 --amount 5.00 --original 0200/000123/1122103000",
             "authsrv simulate preauth --card @1 --amount 80.00",
             "authsrv simulate complete --card @1 --amount 72.40 --original 0100/000124/1122103100",
-            "authsrv simulate balance --card 6036281234567890",
+            "authsrv simulate balance --card @2 --cards cards-2026-11.csv",
             "authsrv simulate run scenarios/giftcard-demo.toml",
             "authsrv simulate load --count 10000 --connections 16 --amount 0.01",
         ],
