@@ -112,21 +112,32 @@ class Ledger:
     def __init__(self, txn: Any, dbs: _Dbs) -> None:
         self.txn = txn
         self.dbs = dbs
+        # Counters are read once and written once per transaction (flush() before commit),
+        # stores and products read once: neither changes inside a batch of requests.
+        self._seqs: dict[str, int] = {}
+        self._stores: dict[str, Store | None] = {}
+        self._products: dict[str, Product | None] = {}
 
     # -- reference data ---------------------------------------------------------------------
     def product(self, product_id: str) -> Product | None:
-        raw = self.txn.get(product_id.encode(), db=self.dbs.products)
-        return None if raw is None else _dec_product.decode(raw)
+        if product_id not in self._products:
+            raw = self.txn.get(product_id.encode(), db=self.dbs.products)
+            self._products[product_id] = None if raw is None else _dec_product.decode(raw)
+        return self._products[product_id]
 
     def put_product(self, product: Product) -> None:
         self.txn.put(product.id.encode(), _enc.encode(product), db=self.dbs.products)
+        self._products[product.id] = product
 
     def store(self, store_id: str) -> Store | None:
-        raw = self.txn.get(store_id.encode(), db=self.dbs.stores)
-        return None if raw is None else _dec_store.decode(raw)
+        if store_id not in self._stores:
+            raw = self.txn.get(store_id.encode(), db=self.dbs.stores)
+            self._stores[store_id] = None if raw is None else _dec_store.decode(raw)
+        return self._stores[store_id]
 
     def put_store(self, store: Store) -> None:
         self.txn.put(store.id.encode(), _enc.encode(store), db=self.dbs.stores)
+        self._stores[store.id] = store
 
     def terminal(self, terminal_id: str) -> Terminal | None:
         raw = self.txn.get(terminal_id.encode(), db=self.dbs.terminals)
@@ -167,12 +178,19 @@ class Ledger:
         self.txn.put(name.encode(), value, db=self.dbs.meta)
 
     def next_seq(self, name: str) -> int:
-        """Increment and return a durable counter (first value 1)."""
-        key = f"seq:{name}".encode()
-        raw = self.txn.get(key, db=self.dbs.meta)
-        value = (int.from_bytes(raw, "big") if raw else 0) + 1
-        self.txn.put(key, _u64(value), db=self.dbs.meta)
+        """Increment and return a durable counter (first value 1); stored by :meth:`flush`."""
+        value = self._seqs.get(name)
+        if value is None:
+            raw = self.txn.get(f"seq:{name}".encode(), db=self.dbs.meta)
+            value = int.from_bytes(raw, "big") if raw else 0
+        value += 1
+        self._seqs[name] = value
         return value
+
+    def flush(self) -> None:
+        """Write the counters this transaction advanced (before its commit)."""
+        for name, value in self._seqs.items():
+            self.txn.put(f"seq:{name}".encode(), _u64(value), db=self.dbs.meta)
 
     # -- cards ------------------------------------------------------------------------------
     def card(self, card_id: int) -> Card | None:
@@ -456,7 +474,9 @@ class LedgerStore:
         """A write transaction committed (with sync) on success, aborted on any exception."""
         try:
             with self.env.begin(write=True) as txn:
-                yield Ledger(txn, self._dbs)
+                led = Ledger(txn, self._dbs)
+                yield led
+                led.flush()
         except lmdb.MapFullError:
             raise StoreFull(
                 f"store at {self.path} is full; raise store.map_size_mib and restart"
