@@ -200,6 +200,8 @@ class Processor:
             return
         assert out is not None
         d = out.decision
+        # "replayed" only on a replay, so that ordinary lines stay short.
+        extra = {"replayed": True} if out.replayed else {}
         self.log.info(
             "request",
             mti=req.mti,
@@ -210,10 +212,10 @@ class Processor:
             store=req.store_id,
             stan=req.stan,
             card=out.card_masked or _masked(req),
-            replayed=out.replayed or None,
             amount_minor=req.amount_minor,
             approved_minor=d.approved_minor,
             latency_ms=round(latency_s * 1000, 3),
+            **extra,
         )
 
     def _format_error_response(self, pending: Pending) -> bytes:

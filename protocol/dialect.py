@@ -15,7 +15,7 @@ from typing import Any
 
 from iso8583.specs import default_ascii
 
-__all__ = ["HOUSE_ASCII", "HOUSE_FIELDS", "RESPONSE_ONLY", "field_spec"]
+__all__ = ["HOUSE_ASCII", "HOUSE_FIELDS", "RESPONSE_ONLY"]
 
 
 def _fixed(max_len: int, desc: str) -> dict[str, Any]:
@@ -97,12 +97,3 @@ def _build() -> dict[str, dict[str, Any]]:
 
 
 HOUSE_ASCII: Mapping[str, Mapping[str, Any]] = _build()
-
-
-def field_spec(field: str) -> Mapping[str, Any]:
-    """The definition of one field of the house dialect.
-
-    >>> field_spec("4")["max_len"]
-    12
-    """
-    return HOUSE_ASCII[field]

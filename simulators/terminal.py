@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import itertools
 import secrets
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -377,7 +376,3 @@ class CardBook:
             pan = body + luhn_check_digit(body)
             if pan not in known:
                 return pan
-
-
-def monotonic() -> float:
-    return time.perf_counter()

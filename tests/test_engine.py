@@ -32,6 +32,7 @@ from authsrv.model import (
 from protocol.cards import luhn_check_digit
 from protocol.messages import Request, parse_request
 from simulators.terminal import build_request
+from tests.helpers import gift_product
 
 NOW = datetime(2026, 11, 22, 10, 30, 0, tzinfo=UTC)
 NOW_MS = int(NOW.timestamp() * 1000)
@@ -46,27 +47,7 @@ CARD_ACC = card_account(CARD_ID)
 STORE_ACC = store_account("S0001", EUR)
 
 
-def product(**overrides: object) -> Product:
-    values: dict[str, object] = dict(
-        id="GIFT",
-        chain="ACME",
-        kind="gift",
-        currency=EUR,
-        prefix="603628",
-        pan_len=16,
-        fixed_value_minor=0,
-        load_min_minor=500,
-        load_max_minor=50_000,
-        balance_max_minor=100_000,
-        redeem_min_minor=1,
-        expiry_months=36,
-        reloadable=True,
-        cashout=True,
-    )
-    values.update(overrides)
-    return Product(**values)  # type: ignore[arg-type]
-
-
+product = gift_product  # the suite's gift product (tests/helpers.py)
 GIFT = product()
 PREVALUED = product(id="GIFT50", fixed_value_minor=5_000)
 STORE = Store(id="S0001", name="City", chain="ACME")
