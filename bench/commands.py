@@ -170,18 +170,15 @@ def _interrupt(signum: int, _frame: object) -> None:
 
 def _parse_mix(text: str) -> dict[str, float]:
     from bench.provision import BenchError
+    from bench.report import parse_pairs
     from bench.wire import OPS
 
-    weights: dict[str, float] = {}
-    for part in text.split(","):
-        op, sep, value = part.strip().partition("=")
-        if not sep or op not in OPS:
-            raise BenchError(f"--mix takes OP=WEIGHT pairs with OP one of {', '.join(OPS)}")
-        try:
-            weights[op] = float(value)
-        except ValueError:
-            raise BenchError(f"--mix {op}: {value!r} is not a number") from None
-        if weights[op] < 0:
+    try:
+        weights = parse_pairs(text, "--mix", OPS)
+    except ValueError as exc:
+        raise BenchError(str(exc)) from None
+    for op, weight in weights.items():
+        if weight < 0:
             raise BenchError(f"--mix {op}: a weight cannot be negative")
     total = sum(weights.values())
     if total <= 0:

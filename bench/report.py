@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,16 +88,28 @@ def parse_slo(text: str) -> Slo:
     >>> parse_slo("p99_ms=10,min_rate=5000").limits
     {'p99_ms': 10.0, 'min_rate': 5000.0}
     """
-    limits: dict[str, float] = {}
+    return Slo(parse_pairs(text, "--slo", SLO_KEYS))
+
+
+def parse_pairs(text: str, option: str, keys: Iterable[str]) -> dict[str, float]:
+    """``KEY=NUMBER,...`` with every KEY one of ``keys``.
+
+    >>> parse_pairs("a=1,b=2.5", "--x", ("a", "b"))
+    {'a': 1.0, 'b': 2.5}
+
+    Error handling: ``ValueError`` with one line naming ``option``.
+    """
+    known = tuple(keys)
+    pairs: dict[str, float] = {}
     for part in text.split(","):
         key, sep, value = part.strip().partition("=")
-        if not sep or key not in SLO_KEYS:
-            raise ValueError(f"--slo takes KEY=VALUE pairs with KEY one of {', '.join(SLO_KEYS)}")
+        if not sep or key not in known:
+            raise ValueError(f"{option} takes KEY=VALUE pairs with KEY one of {', '.join(known)}")
         try:
-            limits[key] = float(value)
+            pairs[key] = float(value)
         except ValueError:
-            raise ValueError(f"--slo {key}: {value!r} is not a number") from None
-    return Slo(limits)
+            raise ValueError(f"{option} {key}: {value!r} is not a number") from None
+    return pairs
 
 
 def cores_available() -> int:
