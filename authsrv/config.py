@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import re
+import ssl
+import stat
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -18,12 +20,19 @@ from typing import Any
 
 from protocol.framing import Framing
 
-__all__ = ["Config", "ConfigError", "load_config"]
+__all__ = ["TLS_VERSIONS", "Config", "ConfigError", "load_config", "load_tls_files"]
 
 ENV_PREFIX = "AUTHSRV_"
 _INT = re.compile(r"-?[0-9]+")
 # Environment variables of the CLI itself, not settings.
 ENV_NOT_SETTINGS = frozenset({"AUTHSRV_CONFIG", "AUTHSRV_DATA", "AUTHSRV_KEK_FILE"})
+# server.tls_min_version: the oldest TLS version a terminal may use (nothing before 1.2).
+TLS_VERSIONS: dict[str, ssl.TLSVersion] = {
+    "1.2": ssl.TLSVersion.TLSv1_2,
+    "1.3": ssl.TLSVersion.TLSv1_3,
+}
+_PEM_CERTIFICATE = b"-----BEGIN CERTIFICATE-----"
+_PEM_PRIVATE_KEY = re.compile(rb"-----BEGIN (?:[A-Z]+ )?PRIVATE KEY-----")
 
 
 class ConfigError(Exception):
@@ -47,11 +56,36 @@ class ServerConfig:
     drain_timeout_s: int = 10
     # 0100/0200 whose field 7 is further than this from the host clock get 39=12.
     skew_max_s: int = 600
-    # A listener on a non-loopback address must be allowed explicitly.
+    # A plaintext listener on a non-loopback address must be allowed explicitly; a TLS one not.
     allow_public_plaintext: bool = False
+    # TLS on the terminal listener: a PEM certificate chain (server certificate first) and its
+    # unencrypted PEM key (mode 0600); both or neither, empty = plaintext. Costs a handshake per
+    # connection (a millisecond or two of CPU) and a few KiB of buffers per connection.
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    # The oldest TLS version accepted: "1.2" (ECDHE with AEAD ciphers only) or "1.3".
+    tls_min_version: str = "1.2"
+    # PEM CA certificates: when set, a terminal must present a certificate they signed
+    # (mutual TLS); empty = no client certificate asked for.
+    tls_ca_file: str = ""
     # Server processes sharing the port (SO_REUSEPORT) and the store; each costs one core
     # at full load and its own connections (connections_max applies per process).
     workers: int = 1
+
+    @property
+    def tls(self) -> bool:
+        """Whether the terminal listener speaks TLS (validation ensures the key is set too)."""
+        return bool(self.tls_cert_file)
+
+    def transport(self) -> dict[str, str]:
+        """What the start-up log line says about the terminal listener."""
+        if not self.tls:
+            return {"transport": "plaintext"}
+        return {
+            "transport": "tls",
+            "tls_min_version": self.tls_min_version,
+            "client_certificates": "required" if self.tls_ca_file else "not requested",
+        }
 
 
 @dataclass(slots=True)
@@ -72,6 +106,16 @@ class StoreConfig:
 
 
 @dataclass(slots=True)
+class SecurityConfig:
+    # Terminals without a security profile (no MAC, no PIN) are served only in demo mode.
+    demo_mode: bool = False
+    # After a key change (0800 70=101) the replaced working keys are still accepted this long.
+    key_grace_s: int = 900
+    # Wrong PINs in a row before a card answers 75 (reset by a right PIN).
+    pin_tries_max: int = 3
+
+
+@dataclass(slots=True)
 class MetricsConfig:
     enabled: bool = True
     host: str = "127.0.0.1"
@@ -88,6 +132,7 @@ class LogConfig:
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
+    security: SecurityConfig = field(default_factory=SecurityConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
@@ -108,6 +153,7 @@ class Config:
 SECTIONS: dict[str, type[Any]] = {
     "server": ServerConfig,
     "store": StoreConfig,
+    "security": SecurityConfig,
     "metrics": MetricsConfig,
     "log": LogConfig,
 }
@@ -164,9 +210,11 @@ def validate(cfg: Config) -> None:
         addr = ipaddress.ip_address(s.host)
     except ValueError:
         raise ConfigError(f"server.host {s.host!r} is not an IP address, e.g. 127.0.0.1") from None
-    if not addr.is_loopback and not s.allow_public_plaintext:
+    _validate_tls(s)
+    if not addr.is_loopback and not s.tls and not s.allow_public_plaintext:
         raise ConfigError(
             f"server.host {s.host} is not loopback: card data would cross the network in clear; "
+            "configure TLS (server.tls_cert_file and server.tls_key_file) or "
             "set server.allow_public_plaintext = true to accept that"
         )
     st = cfg.store
@@ -186,6 +234,9 @@ def validate(cfg: Config) -> None:
             "store.dup_window_s must be at least twice server.skew_max_s, or a retransmission "
             "could be processed as new after its record was pruned"
         )
+    sec = cfg.security
+    _range("security.key_grace_s", sec.key_grace_s, 0, 7 * 86_400)
+    _range("security.pin_tries_max", sec.pin_tries_max, 1, 10)
     m = cfg.metrics
     _range("metrics.port", m.port, 0, 65535)
     try:
@@ -195,6 +246,127 @@ def validate(cfg: Config) -> None:
     if cfg.log.level not in ("debug", "info", "warning", "error"):
         raise ConfigError(f"log.level is {cfg.log.level!r}; use debug, info, warning or error")
     assert cfg.writer_queue_max >= s.inflight_per_connection_max
+
+
+def _validate_tls(s: ServerConfig) -> None:
+    if s.tls_min_version not in TLS_VERSIONS:
+        raise ConfigError(
+            f"server.tls_min_version is {s.tls_min_version!r}; use '1.2' or '1.3' "
+            "(older versions are not accepted)"
+        )
+    if bool(s.tls_cert_file) != bool(s.tls_key_file):
+        given, missing = (
+            ("tls_cert_file", "tls_key_file")
+            if s.tls_cert_file
+            else ("tls_key_file", "tls_cert_file")
+        )
+        raise ConfigError(
+            f"server.{given} is set but server.{missing} is not; set both (PEM certificate "
+            "chain and its key) for TLS, or neither for plaintext"
+        )
+    if s.tls_ca_file and not s.tls:
+        raise ConfigError(
+            "server.tls_ca_file is set without server.tls_cert_file and server.tls_key_file; "
+            "client certificates are checked over TLS only: set those too, or clear tls_ca_file"
+        )
+    if not s.tls:
+        return
+    cert = _read_tls_file("tls_cert_file", s.tls_cert_file)
+    if _PEM_CERTIFICATE not in cert:
+        raise ConfigError(
+            f"server.tls_cert_file {s.tls_cert_file} holds no PEM certificate; give the "
+            "certificate chain in PEM (-----BEGIN CERTIFICATE-----), the server's first"
+        )
+    key = _read_tls_file("tls_key_file", s.tls_key_file, secret=True)
+    if not _PEM_PRIVATE_KEY.search(key):
+        raise ConfigError(
+            f"server.tls_key_file {s.tls_key_file} holds no PEM private key; give the "
+            "certificate's key in PEM (-----BEGIN PRIVATE KEY-----)"
+        )
+    del key  # not kept: ssl reads the file itself
+    if s.tls_ca_file and _PEM_CERTIFICATE not in _read_tls_file("tls_ca_file", s.tls_ca_file):
+        raise ConfigError(
+            f"server.tls_ca_file {s.tls_ca_file} holds no PEM certificate; give the CA "
+            "certificates that sign terminal certificates, in PEM"
+        )
+    # What the server will do, once, so that a mismatch is a start-up error.
+    load_tls_files(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER), s)
+
+
+def _read_tls_file(setting: str, name: str, *, secret: bool = False) -> bytes:
+    path = Path(name)
+    try:
+        st = path.stat()
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(f"server.{setting} {path} is not a file; give the path of a PEM file")
+        # The same rule as for the key-encrypting key (keys/keystore.py).
+        if secret and st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise ConfigError(
+                f"server.{setting} {path} is readable by group or others "
+                f"(mode {stat.S_IMODE(st.st_mode):04o}); chmod 600 it"
+            )
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(
+            f"server.{setting} {path} not found; give the path of a PEM file"
+        ) from None
+    except PermissionError:
+        raise ConfigError(
+            f"server.{setting} {path} is not readable by this user; "
+            "give the service user read access to it"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"server.{setting} {path} cannot be read: {exc.strerror}") from None
+
+
+def load_tls_files(ctx: ssl.SSLContext, s: ServerConfig) -> None:
+    """Load the server's certificate chain, key and (for mutual TLS) CA certificates into
+    ``ctx``.
+
+    Error handling: :class:`ConfigError` with one line naming the file and the fix.
+    """
+    assert s.tls
+
+    def encrypted() -> bytes:
+        # Without this callback OpenSSL would prompt on the terminal of an unattended host.
+        raise ConfigError(
+            f"server.tls_key_file {s.tls_key_file} is encrypted; the host starts unattended: "
+            "give it the key unencrypted (mode 0600)"
+        )
+
+    try:
+        ctx.load_cert_chain(s.tls_cert_file, s.tls_key_file, password=encrypted)
+    except ssl.SSLError as exc:
+        if exc.reason == "KEY_VALUES_MISMATCH":
+            raise ConfigError(
+                f"server.tls_key_file {s.tls_key_file} does not match the certificate in "
+                f"server.tls_cert_file {s.tls_cert_file}; give the key the certificate was "
+                "issued for"
+            ) from None
+        raise ConfigError(
+            f"server.tls_cert_file {s.tls_cert_file} with server.tls_key_file "
+            f"{s.tls_key_file} cannot be loaded ({exc.reason or 'bad PEM'}); give PEM "
+            "certificates and the certificate's unencrypted PEM key"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(
+            f"server.tls_cert_file {s.tls_cert_file} or server.tls_key_file {s.tls_key_file} "
+            f"cannot be read: {exc.strerror}"
+        ) from None
+    if not s.tls_ca_file:
+        return
+    try:
+        ctx.load_verify_locations(cafile=s.tls_ca_file)
+    except ssl.SSLError as exc:
+        raise ConfigError(
+            f"server.tls_ca_file {s.tls_ca_file} cannot be loaded ({exc.reason or 'bad PEM'}); "
+            "give the CA certificates that sign terminal certificates, in PEM"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(
+            f"server.tls_ca_file {s.tls_ca_file} cannot be read: {exc.strerror}"
+        ) from None
+    ctx.verify_mode = ssl.CERT_REQUIRED
 
 
 def load_config(

@@ -72,6 +72,13 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.tls_handshake_failures = Counter(
+            "authsrv_tls_handshake_failures_total",
+            "TLS handshakes that failed, closing the connection unanswered, by reason "
+            "(version, not_tls, certificate, cipher, eof, timeout, other)",
+            ["reason"],
+            registry=r,
+        )
         self.format_errors = Counter(
             "authsrv_format_errors_total",
             "Requests answered 30, by the field named in 44",
@@ -122,6 +129,26 @@ class Metrics:
             "authsrv_advice_exceptions_total",
             "Advices accepted although they break a rule, by kind (below_zero, ...)",
             ["kind"],
+            registry=r,
+        )
+        self.security_failures = Counter(
+            "authsrv_security_failures_total",
+            "Requests refused with 63, by reason (mac_mismatch, ksn_stale, no_profile, ...)",
+            ["reason"],
+            registry=r,
+        )
+        self.key_changes = Counter(
+            "authsrv_key_changes_total", "Working keys given to terminals (0800 70=101)", registry=r
+        )
+        self.cards_rekeyed = Counter(
+            "authsrv_cards_rekeyed_total",
+            "Cards moved to the current card-number hash key on use",
+            registry=r,
+        )
+        self.pin_failures = Counter(
+            "authsrv_pin_failures_total",
+            "Requests declined for the PIN: wrong (55) or tries exceeded (75)",
+            ["rc"],
             registry=r,
         )
         self.holds_expired = Counter(

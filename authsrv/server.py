@@ -18,26 +18,92 @@ Limits and what happens when one is reached:
 - ``drain_timeout_s``: on SIGTERM the host stops accepting, answers what terminals have
   already sent (reading until a connection is quiet for ``DRAIN_QUIET_S``), and cuts whatever
   is left after this long.
+
+TLS (``server.tls_cert_file`` and ``server.tls_key_file``): every listener is wrapped in a
+``trio.SSLListener`` sharing one ``ssl.SSLContext`` per process (:func:`tls_context`). A
+connection's handshake is its first step, bounded by ``TLS_HANDSHAKE_TIMEOUT_S``; one that fails
+(plaintext, a version below ``server.tls_min_version``, no or a wrong client certificate) closes
+that connection without an answer, counted in ``authsrv_tls_handshake_failures_total`` by reason
+and logged once.
 """
 
 from __future__ import annotations
 
 import signal
+import ssl
 from typing import Any
 
 import trio
 
-from authsrv.config import Config
+from authsrv.config import TLS_VERSIONS, Config, ServerConfig, load_tls_files
 from authsrv.metrics import Metrics
 from authsrv.processor import Pending, Processor
 from protocol.framing import FrameError, FrameReader, encode_frame
 from protocol.messages import Unreadable
 
-__all__ = ["Server"]
+__all__ = ["Server", "tls_context"]
 
 RECEIVE_BYTES_MAX = 65_536
 # While draining, a connection is closed once its terminal has sent nothing for this long.
 DRAIN_QUIET_S = 0.2
+# A TLS handshake is two round trips: even a terminal on a slow mobile link completes it well
+# within this; a slower one holds a connection slot that long at most (capped by idle_timeout_s).
+TLS_HANDSHAKE_TIMEOUT_S = 10.0
+# Closing a TLS connection sends close_notify, which waits while the peer does not read: the
+# close is bounded by this, then the socket is closed anyway.
+CLOSE_TIMEOUT_S = 1.0
+# TLS 1.2 only: forward secrecy and AEAD. TLS 1.3 suites are all of that; OpenSSL's stay.
+TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!PSK"
+# OpenSSL reasons of a failed handshake -> the metric's reason label (a small fixed set; the
+# rest is "other").
+_HANDSHAKE_REASONS = {
+    "UNSUPPORTED_PROTOCOL": "version",
+    "WRONG_SSL_VERSION": "version",
+    "VERSION_TOO_LOW": "version",
+    "TLSV1_ALERT_PROTOCOL_VERSION": "version",
+    "WRONG_VERSION_NUMBER": "not_tls",
+    "HTTP_REQUEST": "not_tls",
+    "HTTPS_PROXY_REQUEST": "not_tls",
+    "PACKET_LENGTH_TOO_LONG": "not_tls",
+    "RECORD_LAYER_FAILURE": "not_tls",
+    "UNEXPECTED_RECORD": "not_tls",
+    "PEER_DID_NOT_RETURN_A_CERTIFICATE": "certificate",
+    "CERTIFICATE_VERIFY_FAILED": "certificate",
+    "TLSV13_ALERT_CERTIFICATE_REQUIRED": "certificate",
+    "SSLV3_ALERT_BAD_CERTIFICATE": "certificate",
+    "TLSV1_ALERT_UNKNOWN_CA": "certificate",
+    "NO_SHARED_CIPHER": "cipher",
+    "NO_SUITABLE_SIGNATURE_ALGORITHM": "cipher",
+    "NO_SHARED_GROUPS": "cipher",
+}
+
+
+def tls_context(s: ServerConfig) -> ssl.SSLContext:
+    """The server side of TLS for the terminal listener (one per process: not picklable).
+
+    Error handling: :class:`~authsrv.config.ConfigError` when a file cannot be loaded.
+    """
+    assert s.tls
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = TLS_VERSIONS[s.tls_min_version]
+    ctx.set_ciphers(TLS12_CIPHERS)
+    # Compression leaks plaintext lengths (CRIME); renegotiation is a DoS lever nobody needs.
+    ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
+    ctx.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
+    load_tls_files(ctx, s)
+    return ctx
+
+
+def _handshake_reason(exc: trio.BrokenResourceError) -> tuple[str, str | None]:
+    """The metric label and OpenSSL's reason for a failed handshake (never bytes received)."""
+    cause = exc.__cause__
+    if isinstance(cause, ssl.SSLEOFError | ssl.SSLZeroReturnError | ssl.SSLSyscallError):
+        return "eof", None
+    if isinstance(cause, ssl.SSLError):
+        reason = cause.reason
+        return _HANDSHAKE_REASONS.get(reason or "", "other"), reason
+    # The transport broke: the peer reset or closed the connection mid-handshake.
+    return "eof", None
 
 
 class Server:
@@ -58,6 +124,7 @@ class Server:
         self._draining = False
         self._stop = trio.Event()
         self._listeners: list[trio.SocketListener] = []
+        self._tls = tls_context(cfg.server) if cfg.server.tls else None
         self._idle_scopes: set[trio.CancelScope] = set()
         # Every connection holds at most its window plus the request its responder waits on.
         queue_max = cfg.server.connections_max * (cfg.server.inflight_per_connection_max + 1)
@@ -88,7 +155,7 @@ class Server:
         task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         s = self.cfg.server
-        listeners = self._listeners or await self.bind()
+        listeners = self._serving(self._listeners or await self.bind())
         async with trio.open_nursery() as outer:
             writer_done = trio.Event()
             outer.start_soon(self._writer_loop, writer_done)
@@ -108,6 +175,7 @@ class Server:
                         frame_size_max_bytes=s.frame_size_max_bytes,
                         idle_timeout_s=s.idle_timeout_s,
                         batch_size_max=self.cfg.store.batch_size_max,
+                        **s.transport(),
                     )
                     assert self.port is not None  # set by bind()
                     task_status.started(self.port)
@@ -134,8 +202,20 @@ class Server:
                 self.log.info("signal", signal=signal.Signals(signum).name)
                 self.request_stop()
 
+    def _serving(
+        self, listeners: list[trio.SocketListener]
+    ) -> list[trio.abc.Listener[trio.abc.Stream]]:
+        """The listeners connections are accepted from: TLS ones when TLS is configured (the
+        single-process and the SO_REUSEPORT worker sockets alike)."""
+        if self._tls is None:
+            return list(listeners)
+        return [trio.SSLListener(ls, self._tls, https_compatible=False) for ls in listeners]
+
     async def _accept(
-        self, listeners: list[trio.SocketListener], conns: trio.Nursery, scope: trio.CancelScope
+        self,
+        listeners: list[trio.abc.Listener[trio.abc.Stream]],
+        conns: trio.Nursery,
+        scope: trio.CancelScope,
     ) -> None:
         with scope:
             try:
@@ -180,7 +260,7 @@ class Server:
             done.set()
 
     # -- connections ------------------------------------------------------------------------
-    async def _handle(self, stream: trio.SocketStream) -> None:
+    async def _handle(self, stream: trio.abc.Stream) -> None:
         s = self.cfg.server
         if self._draining or self._open >= s.connections_max:
             self.metrics.connections_refused.inc()
@@ -190,12 +270,15 @@ class Server:
                 connections_max=s.connections_max,
                 draining=self._draining,
             )
-            await stream.aclose()
+            # Forcefully: a graceful TLS close would first wait for the handshake.
+            await trio.aclose_forcefully(stream)
             return
         self._open += 1
         self.metrics.connections.inc()
         self.metrics.connections_total.inc()
         try:
+            if isinstance(stream, trio.SSLStream) and not await self._handshake(stream):
+                return
             send, recv = trio.open_memory_channel[Pending](s.inflight_per_connection_max)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._respond, stream, recv, nursery.cancel_scope)
@@ -210,10 +293,38 @@ class Server:
         finally:
             self._open -= 1
             self.metrics.connections.dec()
-            with trio.CancelScope(shield=True):
+            # Shielded from the drain's deadline, bounded by its own (TLS sends close_notify).
+            with trio.move_on_after(CLOSE_TIMEOUT_S, shield=True):
                 await stream.aclose()
 
-    async def _read(self, stream: trio.SocketStream, send: trio.MemorySendChannel[Pending]) -> None:
+    async def _handshake(self, stream: trio.SSLStream[Any]) -> bool:
+        """Complete the TLS handshake; False (counted and logged) when it fails.
+
+        Error handling: a failure is the peer's (plaintext, an old version, no certificate) and
+        closes this connection only; nothing of what it sent is logged.
+        """
+        if self._draining:
+            timeout_s = DRAIN_QUIET_S
+        else:
+            timeout_s = min(TLS_HANDSHAKE_TIMEOUT_S, self.cfg.server.idle_timeout_s)
+        reason, ssl_reason = "timeout", None
+        with trio.move_on_after(timeout_s) as scope:
+            self._idle_scopes.add(scope)
+            try:
+                await stream.do_handshake()
+                return True
+            except trio.BrokenResourceError as exc:
+                reason, ssl_reason = _handshake_reason(exc)
+            finally:
+                self._idle_scopes.discard(scope)
+        if scope.cancelled_caught and self._draining:
+            return False  # cut by the drain, not the terminal's fault
+        self.metrics.tls_handshake_failures.labels(reason).inc()
+        self.metrics.connections_closed.labels("tls_handshake").inc()
+        self.log.warning("tls_handshake_failed", reason=reason, ssl_reason=ssl_reason)
+        return False
+
+    async def _read(self, stream: trio.abc.Stream, send: trio.MemorySendChannel[Pending]) -> None:
         s = self.cfg.server
         reader = FrameReader(self.cfg.framing, s.frame_size_max_bytes)
         async with send:
@@ -237,7 +348,8 @@ class Server:
                 if not data:
                     return
                 try:
-                    frames = reader.feed(data)
+                    # bytes() of bytes is the same object; an SSLStream is typed bytearray too.
+                    frames = reader.feed(bytes(data))
                 except FrameError as exc:
                     self._closed("frame", reason=exc.reason)
                     return
@@ -268,7 +380,7 @@ class Server:
 
     async def _respond(
         self,
-        stream: trio.SocketStream,
+        stream: trio.abc.Stream,
         recv: trio.MemoryReceiveChannel[Pending],
         connection_scope: trio.CancelScope,
     ) -> None:

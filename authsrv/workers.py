@@ -85,6 +85,8 @@ def _worker_main(cfg: Config, index: int, ready: multiprocessing.connection.Conn
 
     async def main() -> None:
         listeners = [await reuseport_listener(cfg.server.host, cfg.server.port)]
+        # The server wraps them in TLS (server.tls_*) with its own context: an SSLContext
+        # cannot cross the process boundary, so each worker builds one in open_host().
         host.server.use_listeners(listeners)
         ready.send(index)
         ready.close()
@@ -157,7 +159,9 @@ def run_supervisor(cfg: Config, log: Any) -> int:
         metrics_port = _serve_metrics(cfg, metrics_dir)
         if metrics_port is not None:
             log.info("metrics", url=f"http://{cfg.metrics.host}:{metrics_port}/metrics")
-        log.info("listening", host=cfg.server.host, port=port, workers=workers)
+        log.info(
+            "listening", host=cfg.server.host, port=port, workers=workers, **cfg.server.transport()
+        )
         while not stopping:
             ended = [p for p in procs if not p.is_alive()]
             if ended:
