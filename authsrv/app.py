@@ -13,7 +13,7 @@ from authsrv.metrics import Metrics
 from authsrv.processor import Processor
 from authsrv.server import Server
 from authsrv.store import LedgerStore
-from keys import KeyStore, generate_kek_file, load_kek, new_key_blocks
+from keys import KeyStore, KeyStoreError, generate_kek_file, load_kek, new_key_blocks
 
 __all__ = ["Host", "init_store", "kek_path", "open_host", "open_keys", "open_store"]
 
@@ -48,10 +48,26 @@ def open_store(data: Path, map_size_mib: int, readonly: bool = False) -> LedgerS
 
 
 def open_keys(store: LedgerStore) -> KeyStore:
-    kek = load_kek(kek_path(store.path))
+    """The key store under the KEK file.
+
+    Error handling: :class:`KeyStoreError`; when the keys do not unwrap but a ``.new`` KEK
+    file exists (a rotation stopped after its commit), the message says how to finish it.
+    """
+    path = kek_path(store.path)
+    kek = load_kek(path)
     with store.read() as led:
         blocks = led.key_blocks()
-    return KeyStore(kek, blocks)
+    try:
+        return KeyStore(kek, blocks)
+    except KeyStoreError:
+        pending = path.with_name(path.name + ".new")
+        if pending.exists():
+            KeyStore(load_kek(pending), blocks)  # raises if that is not it either
+            raise KeyStoreError(
+                f"a key-encrypting key rotation stopped half-way: the keys are under {pending}; "
+                f"move it to {path} (mv {pending} {path})"
+            ) from None
+        raise
 
 
 @dataclass
@@ -85,7 +101,16 @@ def open_host(cfg: Config, worker: int | None = None) -> Host:
         dup_window_s=cfg.store.dup_window_s,
         hold_expiry_s=cfg.store.hold_expiry_s,
         sweep_batch_max=cfg.store.sweep_batch_max,
+        demo_mode=cfg.security.demo_mode,
+        key_grace_s=cfg.security.key_grace_s,
+        pin_tries_max=cfg.security.pin_tries_max,
     )
     metrics.dupes_window.set(cfg.store.dup_window_s)
+    if cfg.security.demo_mode:
+        log.warning(
+            "demo_mode",
+            detail="terminals without a security profile are served (no MAC, no PIN); "
+            "never run live cards like this",
+        )
     server = Server(cfg, processor, metrics, log)
     return Host(cfg, store, keys, metrics, processor, server, log)

@@ -156,6 +156,7 @@ def cmd_products_add(args: argparse.Namespace) -> int:
         ),
         reloadable=not args.no_reload,
         cashout=args.cashout,
+        pin_required=args.pin_required,
     )
     if not 1 <= product.expiry_months <= 240:
         raise UsageError("--expiry-months must be between 1 and 240")
@@ -223,7 +224,7 @@ def cmd_terminals_list(args: argparse.Namespace) -> int:
             print(
                 f"{t.id}  store {t.store_id:<15} {'active' if t.active else 'inactive':<8} "
                 f"sign-on {'required' if t.signon_required else 'optional'}"
-                f"{', signed on' if t.signed_on else ''}"
+                f"{', signed on' if t.signed_on else ''}  security {t.security}"
             )
     return EXIT_OK
 
@@ -303,15 +304,6 @@ def cmd_cards_exceptions(args: argparse.Namespace) -> int:
             )
             count += 1
     print(f"{count} exception(s)")
-    return EXIT_OK
-
-
-def cmd_keys_list(args: argparse.Namespace) -> int:
-    cfg = _load_cfg(args)
-    with _store(cfg, readonly=True) as store:
-        keys = open_keys(store)
-    for name, kcv in sorted(keys.check_values().items()):
-        print(f"{name:<16} HMAC-SHA256  TR-31 D/M7/H/C  check value {kcv}")
     return EXIT_OK
 
 
@@ -421,7 +413,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from authsrv.demo import demo_banner, provision_demo
 
-    over: dict[str, Any] = {"store.path": str(args.data)}
+    # The demo terminals have no security profile: demo mode serves them (and says so).
+    over: dict[str, Any] = {"store.path": str(args.data), "security.demo_mode": True}
     if args.port is not None:
         over["server.port"] = args.port
     if args.metrics_port is not None:
@@ -439,6 +432,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from authsrv.keycli import (
+        add_card_pin_parser,
+        add_keys_commands,
+        add_terminal_security_parser,
+    )
+
     parser = _Parser(
         prog="authsrv",
         description="Card authorization host for gift, campaign and loyalty cards "
@@ -496,6 +495,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-reload", action="store_true", help="refuse loads after activation")
     p.add_argument("--cashout", action="store_true", help="allow cash-out of the balance")
     p.add_argument(
+        "--pin-required",
+        action="store_true",
+        help="debits (redeem, cash-out, pre-authorization) need the card's PIN",
+    )
+    p.add_argument(
         "--completion-tolerance-pct",
         default="0",
         help="how far a completion may exceed its hold, in percent, e.g. 15 (default 0)",
@@ -552,6 +556,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="answer financial requests 91 until the terminal signs on (0800/001)",
     )
     p = _add(tsub, "list", "list terminals", ["authsrv terminals list"], cmd_terminals_list)
+    add_terminal_security_parser(tsub, _add)
 
     cards = _group(
         sub,
@@ -598,16 +603,16 @@ def build_parser() -> argparse.ArgumentParser:
         ["authsrv cards exceptions --data /var/lib/authsrv"],
         cmd_cards_exceptions,
     )
+    add_card_pin_parser(csub, _add)
 
-    keys = _group(sub, "keys", "working keys (names and check values only)", ["authsrv keys list"])
-    ksub = keys.add_subparsers(dest="action", required=True, parser_class=_Parser)
-    p = _add(
-        ksub,
-        "list",
-        "list working keys with their check values",
-        ["authsrv keys list --data /var/lib/authsrv"],
-        cmd_keys_list,
+    keys = _group(
+        sub,
+        "keys",
+        "the key-encrypting key and the keys under it (names and check values, never keys)",
+        ["authsrv keys init", "authsrv keys list", "authsrv keys add bdk/2026 --algorithm A"],
     )
+    ksub = keys.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    add_keys_commands(ksub, _add)
 
     p = _add(
         sub,

@@ -9,6 +9,8 @@ lives here and is tested without sockets or LMDB.
 from __future__ import annotations
 
 import calendar
+import dataclasses
+import enum
 import hmac
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -35,6 +37,7 @@ __all__ = [
     "CardContext",
     "Context",
     "Decision",
+    "PinCheck",
     "decide",
     "duplicate_verdict",
     "operation_of",
@@ -60,7 +63,15 @@ REVERSIBLE_CLASSES = frozenset({"0100", "0200", "0220"})
 # Operations that took value off the card, and those that put value on it.
 DEBIT_OPS = frozenset({"redeem", "cashout", "completion", "advice"})
 CREDIT_OPS = frozenset({"activate", "load", "refund"})
-NETWORK_CODES: dict[str, str] = {"001": "signon", "002": "signoff", "301": "echo"}
+NETWORK_CODES: dict[str, str] = {
+    "001": "signon",
+    "002": "signoff",
+    "101": "keychange",
+    "301": "echo",
+}
+# Operations that need the card's PIN when its product requires one.
+PIN_OPS = frozenset({"redeem", "cashout", "preauth"})
+STATIC_KEY_PROFILES = frozenset({"mac-tdes", "mac-aes"})
 MONEY_ACCOUNT_TYPES = frozenset({"00", PURSE_MONEY})
 # Declines by card state (the state decides before any amount rule).
 STATE_RC: dict[CardState, str] = {
@@ -86,6 +97,15 @@ class CardContext:
         return self.ledger_minor - self.held_minor
 
 
+class PinCheck(enum.Enum):
+    """What the security module made of the request's PIN block, against the card's value."""
+
+    ABSENT = "absent"  # no PIN block in the request
+    RIGHT = "right"
+    WRONG = "wrong"  # also a block that does not decrypt to a well-formed PIN
+    NOT_SET = "not_set"  # a PIN block, but the card has no PIN yet
+
+
 @dataclass(frozen=True, slots=True)
 class Context:
     """What the engine may know about a request, read in the write transaction.
@@ -101,6 +121,8 @@ class Context:
     card: CardContext | None
     original: DupRecord | None = None
     hold: Hold | None = None
+    pin: PinCheck = PinCheck.ABSENT
+    pin_tries_max: int = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +142,8 @@ class Decision:
     original_reversed_minor: int | None = None  # the original's new reversed total
     tombstone: bool = False  # leave a tombstone under the original's key
     exceptions: tuple[str, ...] = ()  # advice cases to record (below_zero, ...)
+    pin_tries: int | None = None  # the card's new count of wrong PIN tries
+    key_change: bool = False  # give the terminal new working keys (0800 70=101)
 
     @property
     def approved(self) -> bool:
@@ -189,7 +213,7 @@ def decide(req: Request, ctx: Context) -> Decision:
         return Decision("12", op)  # aliases are not served by the gift-card host
     if not luhn_valid(req.pan) or ctx.card is None:
         return Decision("14", op)
-    return _decide_card(req, op, ctx.store, ctx.card, ctx.now_ms)
+    return _decide_card(req, op, ctx)
 
 
 def _dt(now_ms: int) -> datetime:
@@ -203,10 +227,15 @@ def _decide_network(op: str, terminal: Terminal) -> Decision:
         return Decision("00", op, terminal_signed_on=False)
     if op == "echo":
         return Decision("00", op)
+    if op == "keychange" and terminal.security in STATIC_KEY_PROFILES and terminal.tmk:
+        return Decision("00", op, key_change=True)
     return Decision("12", op)
 
 
-def _decide_card(req: Request, op: str, store: Store, cc: CardContext, now_ms: int) -> Decision:
+def _decide_card(req: Request, op: str, ctx: Context) -> Decision:
+    store, cc, now_ms = ctx.store, ctx.card, ctx.now_ms
+    assert store is not None
+    assert cc is not None
     card, product = cc.card, cc.product
     if product.chain != store.chain:
         return Decision("58", op)
@@ -218,6 +247,36 @@ def _decide_card(req: Request, op: str, store: Store, cc: CardContext, now_ms: i
         return Decision(STATE_RC.get(card.state, "05"), op)
     if card_expired(card.expiry, now_ms) or (req.expiry is not None and req.expiry != card.expiry):
         return Decision("54", op)
+    refused, tries = _check_pin(op, cc, ctx.pin, ctx.pin_tries_max)
+    if refused is not None:
+        return refused
+    decision = _decide_amount(req, op, store, cc)
+    return decision if tries is None else dataclasses.replace(decision, pin_tries=tries)
+
+
+def _check_pin(
+    op: str, cc: CardContext, pin: PinCheck, tries_max: int
+) -> tuple[Decision | None, int | None]:
+    """A PIN is checked where the product requires one, and wherever one is sent (a wrong PIN
+    is wrong on a balance inquiry too). Returns a refusal, or the card's new try count (0 after
+    a right PIN that follows wrong ones) to apply with whatever the amount rules decide.
+    """
+    required = cc.product.pin_required and op in PIN_OPS
+    if not required and pin is PinCheck.ABSENT:
+        return None, None
+    tries = cc.card.pin_tries
+    if tries >= tries_max:
+        return Decision("75", op), None
+    if pin in (PinCheck.ABSENT, PinCheck.NOT_SET):
+        return Decision("55", op), None  # nothing to count: no PIN was tried against the card
+    if pin is PinCheck.WRONG:
+        tries += 1
+        return Decision("75" if tries >= tries_max else "55", op, pin_tries=tries), None
+    return None, (0 if tries else None)
+
+
+def _decide_amount(req: Request, op: str, store: Store, cc: CardContext) -> Decision:
+    card, product = cc.card, cc.product
     amount = req.amount_minor or 0
     if op == "balance":
         return _approve(op, cc, 0, 0, None)

@@ -22,6 +22,8 @@ __all__ = [
     "HoldState",
     "Posting",
     "Product",
+    "RetiredKeys",
+    "SecurityProfile",
     "Store",
     "Terminal",
     "Transfer",
@@ -62,6 +64,8 @@ class Product(msgspec.Struct, frozen=True, kw_only=True):
     cashout: bool
     # A completion may exceed its hold by this many basis points before it counts as forced.
     completion_tolerance_bp: int = 0
+    # Debits (redeem, cash-out, pre-authorization) need the card's PIN.
+    pin_required: bool = False
     version: int = 1
 
 
@@ -72,12 +76,56 @@ class Store(msgspec.Struct, frozen=True, kw_only=True):
     active: bool = True
 
 
+class SecurityProfile(enum.StrEnum):
+    """How a terminal's messages are protected (issue: terminal security)."""
+
+    NONE = "none"  # no MAC, no PIN: accepted only when the host runs in demo mode
+    MAC_TDES = "mac-tdes"  # static keys: X9.19 retail MAC; TDES PIN key (ISO formats 0 and 3)
+    MAC_AES = "mac-aes"  # static keys: AES-CMAC; AES PIN key (ISO format 4)
+    DUKPT_TDES = "dukpt-tdes"  # ANSI X9.24-1 TDES DUKPT: X9.19 MAC, formats 0 and 3
+    DUKPT_AES = "dukpt-aes"  # ANSI X9.24-3 AES DUKPT: AES-CMAC, format 4
+
+    @property
+    def static(self) -> bool:
+        return self in (SecurityProfile.MAC_TDES, SecurityProfile.MAC_AES)
+
+    @property
+    def dukpt(self) -> bool:
+        return self in (SecurityProfile.DUKPT_TDES, SecurityProfile.DUKPT_AES)
+
+    @property
+    def aes(self) -> bool:
+        return self in (SecurityProfile.MAC_AES, SecurityProfile.DUKPT_AES)
+
+
+class RetiredKeys(msgspec.Struct, frozen=True, kw_only=True):
+    """Working keys replaced by a key change, still accepted until ``until_ms`` (grace)."""
+
+    mac_key: str  # TR-31 blocks under the key-encrypting key
+    pin_key: str
+    until_ms: int
+
+
 class Terminal(msgspec.Struct, frozen=True, kw_only=True):
     id: str  # field 41, 8 characters
     store_id: str
     active: bool = True
     signon_required: bool = False
     signed_on: bool = False
+    security: SecurityProfile = SecurityProfile.NONE
+    # Static profiles: the terminal master key's name in the key store (it wraps the working
+    # keys sent in a key change) and the current working keys as TR-31 blocks under the
+    # key-encrypting key (empty until the first key change).
+    tmk: str = ""
+    mac_key: str = ""
+    pin_key: str = ""
+    retired_keys: tuple[RetiredKeys, ...] = ()
+    keys_changed_ms: int = 0
+    # DUKPT profiles: the base derivation key's name, the device's key serial number without
+    # its counter (hex), and the highest counter accepted so far (a new request must exceed it).
+    bdk: str = ""
+    ksn_prefix: str = ""
+    ksn_counter: int = 0
 
 
 class Card(msgspec.Struct, frozen=True, kw_only=True):
@@ -91,6 +139,10 @@ class Card(msgspec.Struct, frozen=True, kw_only=True):
     hash_version: int
     issued_ms: int
     activated_ms: int = 0
+    # Keyed PIN verification value (never the PIN, never a plain hash of it) and the wrong
+    # PIN tries since the last right one.
+    pvv: bytes = b""
+    pin_tries: int = 0
 
     @property
     def masked(self) -> str:

@@ -10,6 +10,7 @@ the answer is built from the request and the outcome, logged (masked) and counte
 from __future__ import annotations
 
 import calendar
+import hmac
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from authsrv.engine import (
     CardContext,
     Context,
     Decision,
+    PinCheck,
     decide,
     duplicate_verdict,
     operation_of,
@@ -36,10 +38,14 @@ from authsrv.model import (
     ExceptionCase,
     Hold,
     HoldState,
+    RetiredKeys,
+    SecurityProfile,
+    Terminal,
     card_account,
 )
 from authsrv.store import Ledger, LedgerStore, StoreFull
-from keys import KeyStore
+from keys import KeyStore, KeyStoreError, SecurityViolation, Session
+from keys.keystore import NO_SECURITY, RETIRED_KEYS_MAX
 from protocol.cards import luhn_valid, mask_pan
 from protocol.currency import format_minor
 from protocol.errors import FormatError
@@ -61,7 +67,8 @@ DUPLICATE_CLASSES = frozenset({"0100", "0200", "0220", "0400", "0420"})
 # Requests that name an original in field 90.
 ORIGINAL_CLASSES = frozenset({"0220", "0400", "0420"})
 # Decisions not remembered: the request changed nothing and may be sent again corrected.
-NOT_REMEMBERED = frozenset({"03", "30", "91", "94"})
+NOT_REMEMBERED = frozenset({"03", "30", "63", "91", "94"})
+MAC_HEX_LEN = 16
 DAY_S = 86_400
 
 
@@ -74,6 +81,7 @@ class Outcome:
     currency: str | None = None
     card_expiry: str | None = None
     replayed: bool = False
+    tags: Mapping[str, str] | None = None  # field 63 tags beyond the balance (a key change)
 
 
 @dataclass(slots=True)
@@ -90,10 +98,14 @@ class Pending:
     error_fields: Mapping[str, str] = field(default_factory=dict)
     outcome: Outcome | None = None
     done: trio.Event = field(default_factory=trio.Event)
+    # The keys that verified the request's MAC (they MAC the answer), and the keyed value of
+    # the PIN in its PIN block (None: no PIN block), to compare with the card's.
+    session: Session = NO_SECURITY
+    pin_candidate: bytes | None = None
 
     @property
     def needs_writer(self) -> bool:
-        return self.request is not None
+        return self.request is not None and self.outcome is None
 
 
 def _now_ms() -> int:
@@ -116,6 +128,9 @@ class Processor:
         dup_window_s: int = 7 * DAY_S,
         hold_expiry_s: int = 7 * DAY_S,
         sweep_batch_max: int = 1000,
+        demo_mode: bool = False,
+        key_grace_s: int = 900,
+        pin_tries_max: int = 3,
     ) -> None:
         self.store = store
         self.keys = keys
@@ -127,6 +142,9 @@ class Processor:
         self.dup_window_ms = dup_window_s * 1000
         self.hold_expiry_ms = hold_expiry_s * 1000
         self.sweep_batch_max = sweep_batch_max
+        self.demo_mode = demo_mode
+        self.key_grace_ms = key_grace_s * 1000
+        self.pin_tries_max = pin_tries_max
 
     # -- event loop side ---------------------------------------------------------------------
     def prepare(self, frame: bytes) -> Pending:
@@ -151,7 +169,64 @@ class Processor:
         if req.supported and req.mti_class in DUPLICATE_CLASSES:
             pending.dup_key = dup_key(req)
             pending.content = self.keys.content_mac(content_fields(req))
+        try:
+            self._verify(pending, req, frame)
+        except SecurityViolation as exc:
+            self.metrics.security_failures.labels(exc.reason).inc()
+            self.log.warning(
+                "security_violation",
+                reason=exc.reason,
+                detail=str(exc),
+                mti=req.mti,
+                terminal=req.terminal_id,
+                stan=req.stan,
+            )
+            pending.outcome = Outcome(Decision("63", operation_of(req) or "unsupported"))
+            pending.done.set()
+        except KeyStoreError as exc:  # a key the terminal's profile names is missing or wrong
+            self.log.error("key_error", error=str(exc), terminal=req.terminal_id, mti=req.mti)
+            pending.outcome = Outcome(Decision("96", operation_of(req) or "unsupported"))
+            pending.done.set()
         return pending
+
+    def _verify(self, pending: Pending, req: Request, frame: bytes) -> None:
+        """MAC verification before anything else touches the request (DESIGN §5 order), then
+        the PIN block turned into a keyed value for the writer to compare. A terminal without
+        a profile is served only in demo mode; a static-key terminal without working keys only
+        for its first key change.
+
+        Error handling: :class:`SecurityViolation` (the caller answers 63).
+        """
+        with self.store.read() as led:
+            terminal = led.terminal(req.terminal_id)
+        if terminal is None:
+            return  # the writer answers 03
+        if terminal.security is SecurityProfile.NONE:
+            if not self.demo_mode:
+                raise SecurityViolation(
+                    "no_profile", "the terminal has no security profile (demo mode only)"
+                )
+            return
+        mac_field = "128" if any(k.isdigit() and int(k) > 64 for k in req.fields) else "64"
+        other = "64" if mac_field == "128" else "128"
+        mac_hex = req.fields.get(mac_field)
+        if other in req.fields:
+            raise SecurityViolation("mac_field", f"the MAC belongs in field {mac_field}")
+        if terminal.security.static and not terminal.mac_key:
+            if req.mti_class == "0800" and req.network_code == "101" and mac_hex is None:
+                return  # the first key change: its answer is wrapped under the master key
+            raise SecurityViolation("no_working_keys", "the terminal needs a key change first")
+        if mac_hex is not None:
+            assert frame[-MAC_HEX_LEN:] == mac_hex.encode("ascii"), "MAC is not the last field"
+        session = self.keys.open_session(
+            terminal, frame[:-MAC_HEX_LEN], mac_hex, req.tags.get("KS"), self.clock_ms()
+        )
+        pending.session = session
+        block = req.fields.get("52") if session.pin_format == "52" else req.tags.get("PB")
+        if block is not None and req.pan is not None:
+            pending.pin_candidate = self.keys.pin_candidate(session, block, req.pan)
+        elif "52" in req.fields or "PB" in req.tags:
+            pending.pin_candidate = b""  # a PIN block where this profile does not carry one
 
     def _format_error(
         self, received_ns: int, mti: str, exc: FormatError, fields: Mapping[str, str]
@@ -169,16 +244,32 @@ class Processor:
             self.metrics.format_errors.labels(f"{pending.error.field:03d}").inc()
         else:
             assert pending.request is not None and pending.outcome is not None
-            payload = encode_message(build_response(pending.request, pending.outcome))
             rc = pending.outcome.decision.rc
+            payload = self._encode_response(
+                pending, build_response(pending.request, pending.outcome)
+            )
             if pending.outcome.decision.field44 is not None:
                 self.metrics.format_errors.labels(pending.outcome.decision.field44[:3]).inc()
         latency_s = (time.perf_counter_ns() - pending.received_ns) / 1e9
         self.metrics.requests.labels(pending.mti, rc).inc()
+        if rc in ("55", "75"):
+            self.metrics.pin_failures.labels(rc).inc()
         self.metrics.latency.observe(latency_s)
         if self.log_requests:
             self._log_request(pending, rc, latency_s)
         return payload
+
+    def _encode_response(self, pending: Pending, resp: dict[str, str]) -> bytes:
+        """Encode an answer; MAC it under the session's response key (not a 63: a forged
+        request must not get a MACed answer)."""
+        session = pending.session
+        if not session.macs_responses or resp["39"] == "63":
+            return encode_message(resp)
+        mac_field = "128" if any(k.isdigit() and int(k) > 64 for k in resp) else "64"
+        resp[mac_field] = "0" * MAC_HEX_LEN
+        payload = encode_message(resp)
+        data = payload[:-MAC_HEX_LEN]
+        return data + self.keys.response_mac(session, data).encode("ascii")
 
     def _log_request(self, pending: Pending, rc: str, latency_s: float) -> None:
         req, out = pending.request, pending.outcome
@@ -271,6 +362,9 @@ class Processor:
             existing = led.dupe(key)
             if existing is not None:
                 return self._duplicate(existing, pending, op)
+        counter = pending.session.ksn_counter
+        if counter is not None and not self._ksn_fresh(led, req, counter):
+            return Outcome(Decision("63", op))
         original = hold = None
         original_key = (
             _original_key(req) if req.original and req.mti_class in ORIGINAL_CLASSES else None
@@ -299,8 +393,20 @@ class Processor:
             card_ctx,
             original,
             hold,
+            pin=_pin_check(pending.pin_candidate, card),
+            pin_tries_max=self.pin_tries_max,
         )
         decision = decide(req, ctx)
+        tags: dict[str, str] | None = None
+        if decision.key_change:
+            assert terminal is not None
+            try:
+                tags = self._change_keys(led, terminal, now_ms)
+            except KeyStoreError as exc:
+                self.log.error("key_change_failed", terminal=req.terminal_id, error=str(exc))
+                decision = Decision("96", decision.op)
+        if card is not None and decision.rc not in NOT_REMEMBERED:
+            card = self._rekey(led, card, pending.pan_hashes)
 
         rrn = approval = None
         # A request from an unknown terminal or store changes nothing, not even a counter.
@@ -324,9 +430,14 @@ class Processor:
         if decision.card_state is not None:
             assert card is not None
             activated_ms = now_ms if decision.op == "activate" else card.activated_ms
-            led.put_card(
-                msgspec.structs.replace(card, state=decision.card_state, activated_ms=activated_ms)
+            card = msgspec.structs.replace(
+                card, state=decision.card_state, activated_ms=activated_ms
             )
+            led.put_card(card)
+        if decision.pin_tries is not None:
+            assert card is not None
+            card = msgspec.structs.replace(card, pin_tries=decision.pin_tries)
+            led.put_card(card)
         if decision.terminal_signed_on is not None:
             assert terminal is not None
             led.put_terminal(
@@ -378,10 +489,62 @@ class Processor:
             card_masked=card.masked if card else None,
             currency=card_ctx.product.currency if card_ctx else None,
             card_expiry=card.expiry if card else None,
+            tags=tags,
         )
         if key is not None and decision.rc not in NOT_REMEMBERED:
             led.put_dupe(key, _record(outcome, pending, req, now_ms, card, hold_id))
         return outcome
+
+    def _ksn_fresh(self, led: Ledger, req: Request, counter: int) -> bool:
+        """A DUKPT counter must exceed the last one accepted from the device; checked after the
+        duplicate replay, so that a retransmission is still answered (DESIGN §5)."""
+        terminal = led.terminal(req.terminal_id)
+        if terminal is None:
+            return True  # answered 03 by the engine
+        if counter <= terminal.ksn_counter:
+            self.metrics.security_failures.labels("ksn_stale").inc()
+            self.log.warning(
+                "security_violation",
+                reason="ksn_stale",
+                detail="the KSN counter is not above the last one seen",
+                mti=req.mti,
+                terminal=req.terminal_id,
+                stan=req.stan,
+            )
+            return False
+        led.put_terminal(msgspec.structs.replace(terminal, ksn_counter=counter))
+        return True
+
+    def _change_keys(self, led: Ledger, terminal: Terminal, now_ms: int) -> dict[str, str]:
+        """New working keys for the terminal; the replaced ones stay valid for the grace period."""
+        change = self.keys.change_keys(terminal)
+        retired = tuple(r for r in terminal.retired_keys if r.until_ms > now_ms)
+        if terminal.mac_key:
+            replaced = RetiredKeys(
+                mac_key=terminal.mac_key,
+                pin_key=terminal.pin_key,
+                until_ms=now_ms + self.key_grace_ms,
+            )
+            retired = (replaced, *retired)
+        led.put_terminal(
+            msgspec.structs.replace(
+                terminal,
+                mac_key=change.mac_key,
+                pin_key=change.pin_key,
+                retired_keys=retired[:RETIRED_KEYS_MAX],
+                keys_changed_ms=now_ms,
+            )
+        )
+        self.metrics.key_changes.inc()
+        return {"KB": change.transport, "KC": change.check_values}
+
+    def _rekey(self, led: Ledger, card: Card, hashes: list[bytes]) -> Card:
+        """A card found under an old hash-key version moves to the current one (DESIGN §6)."""
+        if card.hash_version == self.keys.pan_version_current:
+            return card
+        old = next(h for h in hashes if h[0] == card.hash_version)
+        self.metrics.cards_rekeyed.inc()
+        return led.rekey_card(card, old, hashes[0])
 
     def _duplicate(self, existing: DupRecord, pending: Pending, op: str) -> Outcome:
         verdict = duplicate_verdict(existing, pending.content)
@@ -449,6 +612,14 @@ class Processor:
         self.metrics.dupes_stored.set(stored)
         self.metrics.dupes_oldest_age.set(0 if oldest is None else (now_ms - oldest) / 1000)
         return len(expired), pruned
+
+
+def _pin_check(candidate: bytes | None, card: Card | None) -> PinCheck:
+    if candidate is None:
+        return PinCheck.ABSENT
+    if card is None or not card.pvv:
+        return PinCheck.NOT_SET
+    return PinCheck.RIGHT if hmac.compare_digest(candidate, card.pvv) else PinCheck.WRONG
 
 
 def _op(pending: Pending) -> str:
@@ -560,6 +731,8 @@ def build_response(req: Request, out: Outcome) -> dict[str, str]:
             if out.card_expiry is not None:
                 tags["EX"] = _expiry_date(out.card_expiry)
             resp["63"] = encode_tlv(tags)
+    if out.tags:
+        resp["63"] = encode_tlv(dict(out.tags))
     return resp
 
 

@@ -169,6 +169,9 @@ class Ledger:
     def put_key_block(self, name: str, block: str) -> None:
         self.txn.put(name.encode(), block.encode(), db=self.dbs.keys)
 
+    def delete_key_block(self, name: str) -> bool:
+        return bool(self.txn.delete(name.encode(), db=self.dbs.keys))
+
     # -- counters and meta ------------------------------------------------------------------
     def meta(self, name: str) -> bytes | None:
         raw: bytes | None = self.txn.get(name.encode(), db=self.dbs.meta)
@@ -205,6 +208,28 @@ class Ledger:
                 assert card is not None, "card index points to a missing card"
                 return card
         return None
+
+    def rekey_card(self, card: Card, old: bytes, new: bytes) -> Card:
+        """Move a card's index entry from an old hash-key version to the current one."""
+        assert old[0] == card.hash_version, "old hash is not the card's version"
+        assert new[0] != card.hash_version, "re-keying to the same version"
+        removed = self.txn.delete(old, db=self.dbs.card_index)
+        assert removed, "the card was not indexed under its old hash"
+        rekeyed = msgspec.structs.replace(card, hash_version=new[0])
+        self.put_card(rekeyed, new)
+        return rekeyed
+
+    def cards_per_hash_version(self) -> dict[int, int]:
+        """How many cards each hash-key version still indexes (a scan of the index keys)."""
+        counts: dict[int, int] = {}
+        cursor = self.txn.cursor(db=self.dbs.card_index)
+        for key in cursor.iternext(keys=True, values=False):
+            counts[key[0]] = counts.get(key[0], 0) + 1
+        return counts
+
+    def hash_version_used(self, version: int) -> bool:
+        cursor = self.txn.cursor(db=self.dbs.card_index)
+        return bool(cursor.set_range(bytes([version]))) and cursor.key()[:1] == bytes([version])
 
     def card_hash_taken(self, digest: bytes) -> bool:
         return self.txn.get(digest, db=self.dbs.card_index) is not None

@@ -151,6 +151,8 @@ def start_host(
         "AUTHSRV_METRICS_ENABLED": "false",
         "AUTHSRV_LOG_REQUESTS": "true" if log_requests else "false",
         "AUTHSRV_STORE_MAP_SIZE_MIB": str(map_size_mib),
+        # The bench's terminals have no security profile unless --security says otherwise.
+        "AUTHSRV_SECURITY_DEMO_MODE": "true",
     }
     return _start("host", args, log_path, env)
 

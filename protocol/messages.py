@@ -309,10 +309,24 @@ def _check_currency(fld: int, value: str) -> None:
         raise FormatError(fld, "unknown currency")
 
 
+# Field 48 tags with a fixed shape: a DUKPT key serial number (TDES 10 bytes, AES 12 bytes)
+# and an AES PIN block (ISO 9564 format 4, 16 bytes; field 52 holds only 8).
+KSN_HEX_LENGTHS = (20, 24)
+AES_PIN_BLOCK_HEX_LEN = 32
+
+
 def _check_tlv(fld: int, value: str) -> None:
     tags = decode_tlv(value, fld)
     if "PA" in tags and tags["PA"] not in ("0", "1"):
         raise FormatError(fld, "PA not 0 or 1")
+    ksn = tags.get("KS")
+    if ksn is not None and (len(ksn) not in KSN_HEX_LENGTHS or not _HEX.match(ksn)):
+        raise FormatError(fld, "KS not 20/24 hex")
+    pin_block = tags.get("PB")
+    if pin_block is not None and (
+        len(pin_block) != AES_PIN_BLOCK_HEX_LEN or not _HEX.match(pin_block)
+    ):
+        raise FormatError(fld, "PB not 32 hex")
 
 
 def _check_original(fld: int, value: str) -> None:

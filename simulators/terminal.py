@@ -23,6 +23,7 @@ from protocol.dialect import HOUSE_ASCII
 from protocol.framing import FrameReader, Framing, encode_frame
 from protocol.messages import encode_message
 from protocol.tlv import OriginalData, decode_balances, decode_tlv, encode_original, encode_tlv
+from simulators.security import TerminalSecurity, TerminalSecurityError
 
 __all__ = [
     "OPERATIONS",
@@ -252,13 +253,34 @@ class TerminalConnection:
             self._frames.extend(self._reader.feed(data))
         return self._frames.pop(0)
 
-    async def exchange(self, fields: Mapping[str, str], timeout_s: float = 15.0) -> dict[str, str]:
-        await self.send_raw(encode_message(fields))
+    async def exchange(
+        self,
+        fields: Mapping[str, str],
+        timeout_s: float = 15.0,
+        *,
+        security: TerminalSecurity | None = None,
+        pin: str | None = None,
+    ) -> dict[str, str]:
+        """Send one request and wait for its answer. With ``security`` the request is MACed
+        (and the PIN enciphered) by the terminal's profile and the answer's MAC is checked."""
+        try:
+            sealed = security.seal(fields, pin) if security is not None else None
+        except TerminalSecurityError as exc:
+            raise SimError(str(exc)) from None
+        if sealed is None and pin is not None:
+            raise SimError("a PIN needs a terminal security profile (--security)")
+        await self.send_raw(sealed.payload if sealed is not None else encode_message(fields))
         with trio.move_on_after(timeout_s) as scope:
             raw = await self.receive_raw()
         if scope.cancelled_caught:
             raise SimError(f"no answer within {timeout_s:g} s")
-        return decode_response(raw)
+        resp = decode_response(raw)
+        if security is not None and sealed is not None:
+            try:
+                security.check_answer(sealed, raw, resp)
+            except TerminalSecurityError as exc:
+                raise SimError(str(exc)) from None
+        return resp
 
 
 def decode_response(raw: bytes) -> dict[str, str]:

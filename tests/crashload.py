@@ -241,7 +241,7 @@ def pick_port() -> int:
 def host_env() -> dict[str, str]:
     """The environment for ``authsrv`` processes. This test's own settings are ``CRASH_*``, not
     ``AUTHSRV_*``: the host reads every ``AUTHSRV_*`` variable and refuses unknown ones."""
-    return dict(os.environ)
+    return {**os.environ, "AUTHSRV_SECURITY_DEMO_MODE": "true"}
 
 
 def run_check(data: Path) -> subprocess.CompletedProcess[str]:

@@ -164,7 +164,8 @@ def running_host(
     """``authsrv serve`` on 127.0.0.1 with an ephemeral port; SIGTERM and a clean exit at the
     end (asserted)."""
     args = [*authsrv_cmd(), "serve", "--data", str(data), "--port", "0", *extra_args]
-    full_env = {**os.environ, **(env or {})}
+    # Test terminals have no security profile: the host serves them in demo mode only.
+    full_env = {**os.environ, "AUTHSRV_SECURITY_DEMO_MODE": "true", **(env or {})}
     if metrics:
         args += ["--metrics-port", "0"]
     else:
@@ -289,7 +290,13 @@ async def serve_in_process(
     cfg = load_config(
         None,
         {},
-        {"store.path": str(data), "server.port": 0, "metrics.enabled": False, **(overrides or {})},
+        {
+            "store.path": str(data),
+            "server.port": 0,
+            "metrics.enabled": False,
+            "security.demo_mode": True,  # test terminals have no security profile
+            **(overrides or {}),
+        },
     )
     configure_logging("info", log_stream or io.StringIO())
     host = open_host(cfg)

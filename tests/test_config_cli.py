@@ -126,7 +126,7 @@ def _error_id(toml: str, env: Mapping[str, str], overrides: Mapping[str, Any]) -
 # (TOML file text, environment, command-line overrides, parts of the one-line message)
 # fmt: off
 CONFIG_ERRORS: list[tuple[str, dict[str, str], dict[str, Any], list[str]]] = [
-    ("[bogus]\nx = 1", {}, {}, ["unknown section [bogus]", "known: server, store, metrics"]),
+    ("[bogus]\nx = 1", {}, {}, ["unknown section [bogus]", "known: server, store, security, metrics"]),
     ("[server]\nprot = 1", {}, {}, ["unknown setting server.prot", "known: host, port"]),
     ('[server]\nport = "abc"', {}, {}, ["server.port", "must be a whole number", "'abc'"]),
     ("[server]\nport = true", {}, {}, ["server.port", "must be a whole number"]),
@@ -378,8 +378,10 @@ def test_operator_session(tmp_path: Path) -> None:
             blocks = led.key_blocks()
     finally:
         store_.close()
-    assert sorted(expected) == ["dup-content/1", "pan-hash/1"]
+    assert sorted(expected) == ["dup-content/1", "pan-hash/1", "pin-verify/1"]
     lines = out.splitlines()
+    assert lines[0].startswith("key-encrypting key check value ")
+    lines = lines[1:]
     assert len(lines) == len(expected)
     for line, (name, kcv) in zip(lines, sorted(expected.items()), strict=True):
         assert line.split()[0] == name

@@ -10,11 +10,12 @@ from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from authsrv.engine import CardContext, Context, Decision, decide
+from authsrv.engine import CardContext, Context, Decision, PinCheck, decide
 from authsrv.model import (
     Card,
     CardState,
@@ -24,6 +25,7 @@ from authsrv.model import (
     HoldState,
     Posting,
     Product,
+    SecurityProfile,
     Store,
     Terminal,
     card_account,
@@ -54,8 +56,9 @@ STORE = Store(id="S0001", name="City", chain="ACME")
 TERMINAL = Terminal(id="T0000001", store_id="S0001")
 
 
-def card(state: CardState = CardState.ACTIVE, expiry: str = "2912") -> Card:
+def card(state: CardState = CardState.ACTIVE, expiry: str = "2912", tries: int = 0) -> Card:
     return Card(
+        pin_tries=tries,
         id=CARD_ID,
         product="GIFT",
         state=state,
@@ -79,9 +82,13 @@ def ctx(
     terminal: Terminal | None = TERMINAL,
     store: Store | None = STORE,
     now: datetime = NOW,
+    pin: PinCheck = PinCheck.ABSENT,
+    tries: int = 0,
 ) -> Context:
-    cc = CardContext(card(state, expiry), prod, ledger, held) if known_card else None
-    return Context(int(now.timestamp() * 1000), SKEW_MS_MAX, terminal, store, cc)
+    cc = CardContext(card(state, expiry, tries), prod, ledger, held) if known_card else None
+    return Context(
+        int(now.timestamp() * 1000), SKEW_MS_MAX, terminal, store, cc, pin=pin, pin_tries_max=3
+    )
 
 
 def req(
@@ -145,6 +152,10 @@ ISSUED = CardState.ISSUED
 ACTIVE = CardState.ACTIVE
 OTHER_STORE = Store(id="S0002", name="Mall", chain="ACME")
 SIGNON_TERMINAL = Terminal(id="T0000001", store_id="S0001", signon_required=True)
+MAC_TERMINAL = Terminal(
+    id="T0000001", store_id="S0001", security=SecurityProfile.MAC_AES, tmk="tmk/T0000001"
+)
+PIN_GIFT = product(pin_required=True)
 SIGNED_ON_TERMINAL = Terminal(id="T0000001", store_id="S0001", signon_required=True, signed_on=True)
 NEW_YEAR = datetime(2027, 1, 1, 0, 2, 0, tzinfo=UTC)
 
@@ -176,8 +187,40 @@ RULES = [
                  Decision("00", "signoff", terminal_signed_on=False), id="signoff-00"),
     pytest.param(req("echo"), ctx(terminal=SIGNON_TERMINAL), Decision("00", "echo"),
                  id="echo-00-needs-no-signon"),
-    pytest.param(req("echo", overrides={"70": "101"}), ctx(), Decision("12", "unsupported"),
-                 id="network-code-101-unsupported-12"),
+    pytest.param(req("echo", overrides={"70": "201"}), ctx(), Decision("12", "unsupported"),
+                 id="network-code-201-unsupported-12"),
+    pytest.param(req("echo", overrides={"70": "101"}), ctx(), Decision("12", "keychange"),
+                 id="keychange-without-static-keys-12"),
+    pytest.param(req("echo", overrides={"70": "101"}), ctx(terminal=MAC_TERMINAL),
+                 Decision("00", "keychange", key_change=True), id="keychange-00"),
+    pytest.param(req("echo", overrides={"70": "101"}),
+                 ctx(terminal=msgspec.structs.replace(MAC_TERMINAL, tmk="")), Decision("12", "keychange"),
+                 id="keychange-without-master-key-12"),
+    # -- PIN (products that require one: debits; any PIN sent is checked) ---------------------
+    pytest.param(req("redeem", 1000), ctx(prod=PIN_GIFT), Decision("55", "redeem"),
+                 id="pin-required-absent-55"),
+    pytest.param(req("redeem", 1000), ctx(prod=PIN_GIFT, pin=PinCheck.NOT_SET),
+                 Decision("55", "redeem"), id="pin-not-set-55-uncounted"),
+    pytest.param(req("redeem", 1000), ctx(prod=PIN_GIFT, pin=PinCheck.WRONG),
+                 Decision("55", "redeem", pin_tries=1), id="pin-wrong-55-counted"),
+    pytest.param(req("redeem", 1000), ctx(prod=PIN_GIFT, pin=PinCheck.WRONG, tries=2),
+                 Decision("75", "redeem", pin_tries=3), id="pin-wrong-third-75"),
+    pytest.param(req("redeem", 1000), ctx(prod=PIN_GIFT, pin=PinCheck.RIGHT, tries=3),
+                 Decision("75", "redeem"), id="pin-right-after-limit-still-75"),
+    pytest.param(req("redeem", 1000), ctx(prod=PIN_GIFT, pin=PinCheck.RIGHT),
+                 ok("redeem", 1000, 9000, postings=debit(1000)), id="pin-right-approved"),
+    pytest.param(req("redeem", 1000), ctx(prod=PIN_GIFT, pin=PinCheck.RIGHT, tries=2),
+                 replace(ok("redeem", 1000, 9000, postings=debit(1000)), pin_tries=0),
+                 id="pin-right-resets-tries"),
+    pytest.param(req("redeem", 20_000), ctx(prod=PIN_GIFT, pin=PinCheck.RIGHT, tries=1),
+                 Decision("51", "redeem", ledger_after_minor=10_000, available_after_minor=10_000,
+                          pin_tries=0), id="pin-right-resets-tries-on-51-too"),
+    pytest.param(req("load", 1000), ctx(prod=PIN_GIFT),
+                 ok("load", 1000, 11_000, postings=credit(1000)), id="pin-not-needed-for-load"),
+    pytest.param(req("balance"), ctx(pin=PinCheck.WRONG), Decision("55", "balance", pin_tries=1),
+                 id="pin-sent-is-checked-even-unrequired"),
+    pytest.param(req("balance"), ctx(prod=PIN_GIFT, tries=3), ok("balance", 0, 10_000),
+                 id="pin-locked-card-balance-without-pin-ok"),
     # -- unsupported MTI / processing code: 12 ----------------------------------------------
     pytest.param(req("redeem", 1000, overrides={"3": "400000"}), ctx(),
                  Decision("12", "unsupported"), id="proc-40-unsupported-12"),
@@ -524,7 +567,7 @@ APPROVING = [
     for row in RULES
     if isinstance(row.values[2], Decision)
     and row.values[2].approved
-    and row.values[2].op not in ("signon", "signoff", "echo")
+    and row.values[2].op not in ("signon", "signoff", "echo", "keychange")
 ]
 
 

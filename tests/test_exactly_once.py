@@ -927,6 +927,7 @@ class Run:
             dup_window_s=r.dup_window_s,
             hold_expiry_s=r.hold_expiry_s,
             sweep_batch_max=r.sweep_batch_max,
+            demo_mode=True,
         )
         self.fields: dict[str, dict[str, str]] = {}
         self.answers: dict[str, dict[str, str]] = {}

@@ -26,7 +26,13 @@ FILLER_BYTES = 4096
 def _processor(store: LedgerStore) -> Processor:
     configure_logging("info", io.StringIO())
     return Processor(
-        store, open_keys(store), Metrics(), get_logger(), skew_max_s=600, clock_ms=lambda: NOW_MS
+        store,
+        open_keys(store),
+        Metrics(),
+        get_logger(),
+        skew_max_s=600,
+        clock_ms=lambda: NOW_MS,
+        demo_mode=True,
     )
 
 

@@ -353,7 +353,7 @@ KEK = bytes(range(32))
         (KEK[:16].hex(), 0o600, "must hold 32 bytes as hex"),
         (KEK.hex() + "00", 0o600, "must hold 32 bytes as hex"),
         ("zz" * 32, 0o600, "is not hex"),
-        (None, 0o600, "not found; run `authsrv init`"),
+        (None, 0o600, "not found; run `authsrv keys init`"),
     ],
     ids=["group-read", "other-read", "group-write", "16-bytes", "33-bytes", "not-hex", "missing"],
 )
@@ -384,33 +384,69 @@ def _hmac_block(key: bytes) -> str:
 WRONG_USAGE = tr31.wrap(KEK, "D0000K0AB00N0000", bytes(32))
 
 
+PIN_VERIFY_BLOCK = _hmac_block(bytes(range(200, 232)))
+
+
 @pytest.mark.parametrize(
     ("kek", "blocks", "message"),
     [
         (
             KEK,
-            {"pan-hash/1": WRONG_USAGE, "dup-content/1": _hmac_block(bytes(32))},
-            "key pan-hash/1 is not an HMAC generate/verify key",
+            {
+                "pan-hash/1": WRONG_USAGE,
+                "dup-content/1": _hmac_block(bytes(32)),
+                "pin-verify/1": PIN_VERIFY_BLOCK,
+            },
+            "key pan-hash/1 has usage K0, expected M7",
         ),
         (
             KEK,
-            {"pan-hash/1": _hmac_block(bytes(32)), "dup-content/1": WRONG_USAGE},
-            "key dup-content/1 is not an HMAC generate/verify key",
+            {
+                "pan-hash/1": _hmac_block(bytes(32)),
+                "dup-content/1": WRONG_USAGE,
+                "pin-verify/1": PIN_VERIFY_BLOCK,
+            },
+            "key dup-content/1 has usage K0, expected M7",
         ),
         (
             bytes(32),
             new_key_blocks(KEK),
-            "key pan-hash/1 does not unwrap under this key-encrypting key",
+            "key pan-hash/1 does not unwrap (wrong wrapping key or damaged)",
         ),
         (
             KEK,
-            {"pan-hash/1": _hmac_block(bytes(16)), "dup-content/1": _hmac_block(bytes(32))},
+            {
+                "pan-hash/1": _hmac_block(bytes(16)),
+                "dup-content/1": _hmac_block(bytes(32)),
+                "pin-verify/1": PIN_VERIFY_BLOCK,
+            },
             "key pan-hash/1 has the wrong length",
         ),
-        (KEK, {"dup-content/1": _hmac_block(bytes(32))}, "no pan-hash key in the store"),
-        (KEK, {"pan-hash/1": _hmac_block(bytes(32))}, "no dup-content key in the store"),
+        (
+            KEK,
+            {"dup-content/1": _hmac_block(bytes(32)), "pin-verify/1": PIN_VERIFY_BLOCK},
+            "no pan-hash key in the store",
+        ),
+        (
+            KEK,
+            {"pan-hash/1": _hmac_block(bytes(32)), "pin-verify/1": PIN_VERIFY_BLOCK},
+            "no dup-content key in the store",
+        ),
+        (
+            KEK,
+            {"pan-hash/1": _hmac_block(bytes(32)), "dup-content/1": _hmac_block(bytes(32))},
+            "no pin-verify key in the store",
+        ),
     ],
-    ids=["wrong-usage", "wrong-usage-content", "wrong-kek", "short-key", "no-pan", "no-dup"],
+    ids=[
+        "wrong-usage",
+        "wrong-usage-content",
+        "wrong-kek",
+        "short-key",
+        "no-pan",
+        "no-dup",
+        "no-pin-verify",
+    ],
 )
 def test_keystore_refuses(kek: bytes, blocks: dict[str, str], message: str) -> None:
     with pytest.raises(KeyStoreError) as info:
@@ -423,16 +459,27 @@ def test_key_check_values_are_stable() -> None:
     # HMAC-SHA256(32 zero bytes, 16 zero bytes) = 853c7403..., computed independently (openssl)
     assert check_value(pan_key) == "853C74"
     first = KeyStore(
-        KEK, {"pan-hash/1": _hmac_block(pan_key), "dup-content/1": _hmac_block(dup_key)}
+        KEK,
+        {
+            "pan-hash/1": _hmac_block(pan_key),
+            "dup-content/1": _hmac_block(dup_key),
+            "pin-verify/1": PIN_VERIFY_BLOCK,
+        },
     )
     again = KeyStore(
-        KEK, {"pan-hash/1": _hmac_block(pan_key), "dup-content/1": _hmac_block(dup_key)}
+        KEK,
+        {
+            "pan-hash/1": _hmac_block(pan_key),
+            "dup-content/1": _hmac_block(dup_key),
+            "pin-verify/1": PIN_VERIFY_BLOCK,
+        },
     )
     assert _hmac_block(pan_key) != _hmac_block(pan_key)  # wrapping is randomised ...
     assert first.check_values() == again.check_values()  # ... the check value is not
     assert first.check_values() == {
         "pan-hash/1": "853C74",
         "dup-content/1": check_value(dup_key),
+        "pin-verify/1": check_value(bytes(range(200, 232))),
     }
     assert check_value(dup_key) != check_value(pan_key)
     assert first.pan_hash("6036281234567897") == again.pan_hash("6036281234567897")
