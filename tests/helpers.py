@@ -140,14 +140,19 @@ def authsrv_cmd() -> list[str]:
 
 
 def run_cli(
-    *args: str, env: Mapping[str, str] | None = None, timeout: float = 60.0
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 60.0,
+    input_text: str = "",
 ) -> subprocess.CompletedProcess[str]:
+    """``authsrv ARGS``; ``input_text`` is its standard input (secrets are read from there)."""
     return subprocess.run(
         [*authsrv_cmd(), *args],
         capture_output=True,
         text=True,
         timeout=timeout,
         env={**os.environ, **(env or {})},
+        input=input_text,
         check=False,
     )
 
