@@ -148,9 +148,9 @@ def test_terminal_profile_pin_and_pan_versions(tmp_path: Path) -> None:
     versions = run_cli("keys", "pan-versions", *d)
     assert "pan-hash/1" in versions.stdout and "current" in versions.stdout
     assert run_cli("keys", "rotate-pan-hash", *d).returncode == 0
-    versions = run_cli("keys", "pan-versions", *d).stdout.splitlines()
-    assert versions[0].split()[:2] == ["pan-hash/1", str(len(prov.all_pans()))]
-    assert "in use" in versions[0] and "current" in versions[1]
+    rows = run_cli("keys", "pan-versions", *d).stdout.splitlines()
+    assert rows[0].split()[:2] == ["pan-hash/1", str(len(prov.all_pans()))]
+    assert "in use" in rows[0] and "current" in rows[1]
     refused = run_cli("keys", "retire-pan-hash", "--version", "1", *d)
     assert refused.returncode == 2 and "still indexes cards" in refused.stderr
     refused = run_cli("keys", "retire-pan-hash", "--version", "2", *d)
