@@ -669,6 +669,10 @@ def build_parser() -> argparse.ArgumentParser:
     from bench.commands import add_bench_parser
 
     add_bench_parser(sub, _add)
+
+    from settlement.commands import add_settle_parser
+
+    add_settle_parser(sub, _add)
     return parser
 
 
