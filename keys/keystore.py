@@ -254,7 +254,7 @@ def import_block(kek: bytes, blocks: Mapping[str, str], name: str, block: str, u
     Error handling: :class:`KeyStoreError` if ``under`` is not a key-exchange key, the block
     does not unwrap, or its usage does not fit the name (a PIN key cannot become a BDK).
     """
-    kbpk = _exchange_key(kek, blocks, under)
+    kbpk, _ = _exchange_key(kek, blocks, under)
     header, key = _unwrap(kbpk, name, block)
     prefix = next((p for p in NAMED_USAGES if name.startswith(p)), None)
     if prefix is None:
@@ -273,19 +273,20 @@ def export_block(kek: bytes, blocks: Mapping[str, str], name: str, under: str) -
     header, key = _unwrap(kek, name, blocks[name])
     if header.exportability != "E":
         raise KeyStoreError(f"key {name} is not exportable")
-    kbpk = _exchange_key(kek, blocks, under)
-    out = tr31.Header("D" if len(kbpk) != 16 else "B", header.key_usage, header.algorithm)
+    kbpk, kbpk_algorithm = _exchange_key(kek, blocks, under)
+    # TR-31 version B binds under a TDES key-exchange key, version D under an AES one.
+    out = tr31.Header("B" if kbpk_algorithm == "T" else "D", header.key_usage, header.algorithm)
     out.mode_of_use = header.mode_of_use
     out.exportability = "N"  # the receiver may not pass it on
     return tr31.wrap(kbpk, out, key)
 
 
-def _exchange_key(kek: bytes, blocks: Mapping[str, str], under: str) -> bytes:
+def _exchange_key(kek: bytes, blocks: Mapping[str, str], under: str) -> tuple[bytes, str]:
     if not under.startswith("kek/") or under not in blocks:
         raise KeyStoreError(f"no key-exchange key {under}; add one with `keys add kek/NAME`")
     header, kbpk = _unwrap(kek, under, blocks[under])
     _expect(under, header, "K0", "TA", "B")
-    return kbpk
+    return kbpk, header.algorithm
 
 
 # -- terminal sessions ---------------------------------------------------------------------------

@@ -7,6 +7,8 @@ import os
 import secrets
 from pathlib import Path
 
+import pytest
+
 from keys import kek_check_value, load_kek
 from keys.mac import kcv
 from tests.helpers import provision, run_cli
@@ -155,3 +157,39 @@ def test_terminal_profile_pin_and_pan_versions(tmp_path: Path) -> None:
     assert refused.returncode == 2 and "still indexes cards" in refused.stderr
     refused = run_cli("keys", "retire-pan-hash", "--version", "2", *d)
     assert refused.returncode == 2 and "current" in refused.stderr
+
+
+def test_import_and_export_tr31_blocks(tmp_path: Path) -> None:
+    from psec import tr31
+
+    from authsrv import keyadmin
+    from authsrv.app import kek_path, open_store
+    from keys import KeyStoreError
+
+    prov = provision(tmp_path)
+    store = open_store(prov.data, 64)
+    try:
+        kek = load_kek(kek_path(prov.data))
+        kif, tmk = secrets.token_bytes(16), secrets.token_bytes(16)
+        keyadmin.add_named_key(store, kek, "kek/kif", kif, "A", exportable=False)
+        keyadmin.add_named_key(store, kek, "tmk/A", tmk, "A", exportable=True)
+        keyadmin.add_named_key(store, kek, "tmk/N", tmk, "A", exportable=False)
+        block = keyadmin.export_key(store, kek, "tmk/A", "kek/kif")
+        header, key = tr31.unwrap(kif, block)  # the receiver's side
+        assert (bytes(key), header.key_usage, header.exportability) == (tmk, "K0", "N")
+        assert header.version_id == "D"  # an AES key-exchange key binds with version D
+        assert keyadmin.import_key(store, kek, "tmk/B", block, "kek/kif") == kcv(tmk, "aes")
+        with pytest.raises(KeyStoreError, match="not exportable"):
+            keyadmin.export_key(store, kek, "tmk/N", "kek/kif")
+        with pytest.raises(KeyStoreError, match="no key-exchange key"):
+            keyadmin.export_key(store, kek, "tmk/A", "tmk/N")
+        pin_key = tr31.wrap(kif, "D0000P0AE00N0000", secrets.token_bytes(16))
+        with pytest.raises(KeyStoreError, match="usage P0, expected K0"):
+            keyadmin.import_key(store, kek, "tmk/C", pin_key, "kek/kif")
+        tampered = block[:-1] + ("0" if block[-1] != "0" else "1")
+        with pytest.raises(KeyStoreError, match="does not unwrap"):
+            keyadmin.import_key(store, kek, "tmk/D", tampered, "kek/kif")
+        names = [k.name for k in keyadmin.list_keys(store, kek)[0]]
+        assert "tmk/B" in names and "tmk/C" not in names and "tmk/D" not in names
+    finally:
+        store.close()
