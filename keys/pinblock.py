@@ -9,6 +9,8 @@ Pure functions, no state, no I/O. Two sides:
   :class:`PinBlockError` a block whose control field is not an allowed format, a PIN length
   outside 4..12, PIN digits that are not decimal, and a wrong fill, which is how a block made
   for another PAN (or under another key) shows: the PAN is XORed into the block, not stored.
+  (Formats 0 and 3 carry no check of their own: a PAN that differs only where the PIN digits
+  are, or keeps a format 3 fill within A-F, gives a wrong PIN, which then fails verification.)
 
 Formats 1 and 2 are never accepted: format 1 carries no PAN and PCI PIN requirement 3-3 forbids
 translating a format 0, 3 or 4 block to it; format 2 is for offline PIN at the chip only. Asking
