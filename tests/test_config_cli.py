@@ -126,7 +126,8 @@ def _error_id(toml: str, env: Mapping[str, str], overrides: Mapping[str, Any]) -
 # (TOML file text, environment, command-line overrides, parts of the one-line message)
 # fmt: off
 CONFIG_ERRORS: list[tuple[str, dict[str, str], dict[str, Any], list[str]]] = [
-    ("[bogus]\nx = 1", {}, {}, ["unknown section [bogus]", "known: server, store, security, metrics"]),
+    ("[bogus]\nx = 1", {}, {},
+     ["unknown section [bogus]", "known: server, store, security, metrics"]),
     ("[server]\nprot = 1", {}, {}, ["unknown setting server.prot", "known: host, port"]),
     ('[server]\nport = "abc"', {}, {}, ["server.port", "must be a whole number", "'abc'"]),
     ("[server]\nport = true", {}, {}, ["server.port", "must be a whole number"]),

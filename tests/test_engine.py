@@ -194,7 +194,8 @@ RULES = [
     pytest.param(req("echo", overrides={"70": "101"}), ctx(terminal=MAC_TERMINAL),
                  Decision("00", "keychange", key_change=True), id="keychange-00"),
     pytest.param(req("echo", overrides={"70": "101"}),
-                 ctx(terminal=msgspec.structs.replace(MAC_TERMINAL, tmk="")), Decision("12", "keychange"),
+                 ctx(terminal=msgspec.structs.replace(MAC_TERMINAL, tmk="")),
+                 Decision("12", "keychange"),
                  id="keychange-without-master-key-12"),
     # -- PIN (products that require one: debits; any PIN sent is checked) ---------------------
     pytest.param(req("redeem", 1000), ctx(prod=PIN_GIFT), Decision("55", "redeem"),
