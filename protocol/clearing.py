@@ -51,6 +51,9 @@ from typing import Any
 import iso8583
 import msgspec
 
+# The terminal dialect's field builders: ASCII data, ASCII length prefixes.
+from protocol.dialect import _fixed, _lllvar, _llvar
+
 __all__ = [
     "CLEARING_ASCII",
     "CLEARING_FIELDS",
@@ -74,36 +77,6 @@ __all__ = [
     "encode",
     "encode_totals",
 ]
-
-
-def _fixed(max_len: int, desc: str) -> dict[str, Any]:
-    return {
-        "data_enc": "ascii",
-        "len_enc": "ascii",
-        "len_type": 0,
-        "max_len": max_len,
-        "desc": desc,
-    }
-
-
-def _llvar(max_len: int, desc: str) -> dict[str, Any]:
-    return {
-        "data_enc": "ascii",
-        "len_enc": "ascii",
-        "len_type": 2,
-        "max_len": max_len,
-        "desc": desc,
-    }
-
-
-def _lllvar(max_len: int, desc: str) -> dict[str, Any]:
-    return {
-        "data_enc": "ascii",
-        "len_enc": "ascii",
-        "len_type": 3,
-        "max_len": max_len,
-        "desc": desc,
-    }
 
 
 # Header H, financial record F (1240/200), reversal record R (1240/400), trailer T.
