@@ -1,10 +1,17 @@
-"""``authsrv simulate``: one operation, a scenario file, or a timed load."""
+"""``authsrv simulate``: one operation, a scenario file, or a timed load.
+
+The simulator is a terminal, so it holds a terminal's keys: a terminal master key (``mac-*``
+profiles) or a DUKPT initial key with its KSN (``dukpt-*``), each from a hex file that only its
+owner may read. Beside those files it keeps what a terminal keeps between transactions:
+``<ik-file>.ksn``, the last KSN used (rewritten atomically before each request leaves, so a
+counter never goes back), and ``<tmk-file>.keys``, the last key change's working keys as the
+host sent them (wrapped under the master key), which the next key change is MACed with.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,15 +19,24 @@ from typing import Any
 import trio
 
 from protocol.currency import CURRENCIES, parse_major
+from protocol.tlv import decode_tlv
 from simulators.load import run_load
-from simulators.scenario import load_scenario, run_scenario
+from simulators.scenario import (
+    TerminalKeys,
+    check_pin,
+    load_scenario,
+    open_link,
+    run_scenario,
+    scenario_keys,
+)
+from simulators.security import PROFILES
 from simulators.terminal import (
     OPERATIONS,
     CardBook,
     SimError,
-    TerminalConnection,
     as_repeat,
     build_request,
+    decode_response,
     describe_exchange,
     parse_original,
 )
@@ -30,6 +46,7 @@ __all__ = ["add_simulate_parser", "run"]
 DEMO_CARDS = Path("demo-data/demo-cards.csv")
 EXIT_OK = 0
 EXIT_FAILED = 1
+LOAD_CONNECTIONS = 16  # simulate load's default; a DUKPT device has one counter: 1
 
 
 def add_simulate_parser(
@@ -51,6 +68,10 @@ def add_simulate_parser(
             "authsrv simulate balance --card @2 --cards cards-2026-11.csv",
             "authsrv simulate run scenarios/giftcard-demo.toml",
             "authsrv simulate load --count 10000 --connections 16 --amount 0.01",
+            "authsrv simulate redeem --card @1 --amount 5.00 --security mac-aes "
+            "--tmk-file T0000001.tmk",
+            "authsrv simulate redeem --card @1 --amount 5.00 --pin 1234 --terminal T0000002 "
+            "--security dukpt-aes --ik-file T0000002.ik --ksn 123456789012345600000000",
         ],
         func,
         store_args=False,
@@ -101,7 +122,52 @@ def add_simulate_parser(
     )
     p.add_argument("--verbose", "-v", action="store_true", help="print every field")
     p.add_argument("--count", type=int, default=10_000, help="load: requests in all (10000)")
-    p.add_argument("--connections", type=int, default=16, help="load: connections (16)")
+    p.add_argument(
+        "--connections",
+        type=int,
+        default=None,
+        help=f"load: connections ({LOAD_CONNECTIONS}); a static-key terminal's connections "
+        "share one key change; a DUKPT profile runs on 1 (one device, one counter)",
+    )
+    g = p.add_argument_group("terminal security (the terminal's profile on the host must match)")
+    g.add_argument(
+        "--security",
+        choices=PROFILES,
+        default=None,
+        help="how requests are protected: none (a host in demo mode only), mac-tdes, mac-aes "
+        "(a key change 0800 70=101 on each connection first), dukpt-tdes, dukpt-aes; a "
+        "scenario's [terminal] table otherwise (none)",
+    )
+    g.add_argument(
+        "--tmk-file",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="mac-*: the terminal master key in hex (mode 0600); the working keys of its last "
+        "key change are kept in FILE.keys",
+    )
+    g.add_argument(
+        "--ik-file",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="dukpt-*: the device's initial key (IPEK or AES initial key) in hex (mode 0600); "
+        "the last KSN used is kept in FILE.ksn",
+    )
+    g.add_argument(
+        "--ksn",
+        default=None,
+        metavar="HEX",
+        help="dukpt-*: the KSN to start from (TDES 20, AES 24 hex digits); FILE.ksn wins when "
+        "its counter is higher",
+    )
+    g.add_argument(
+        "--pin",
+        default=None,
+        metavar="DIGITS",
+        help="the PIN typed on the pad, sent as a PIN block (format 0 in field 52 under TDES, "
+        "format 4 in field 48 PB under AES); a test PIN: the command line is visible to ps",
+    )
 
 
 def _book(args: argparse.Namespace) -> CardBook:
@@ -117,25 +183,47 @@ def _book(args: argparse.Namespace) -> CardBook:
     return book
 
 
+def _keys(args: argparse.Namespace) -> TerminalKeys:
+    """The terminal's keys from the options; bad combinations are one line (exit 2)."""
+    keys = TerminalKeys.from_options(args.security, args.tmk_file, args.ik_file, args.ksn)
+    if args.pin is not None:
+        check_pin(args.pin)
+        if keys.profile == "none":
+            raise SimError("--pin needs a security profile (--security): a PIN travels enciphered")
+    return keys
+
+
+def _given(args: argparse.Namespace) -> bool:
+    return any(v is not None for v in (args.security, args.tmk_file, args.ik_file, args.ksn))
+
+
 def run(args: argparse.Namespace) -> int:
     if args.currency not in CURRENCIES:
         raise SimError(f"--currency {args.currency!r} is not a known ISO 4217 numeric code")
     if not 0 < args.port < 65536:
         raise SimError("--port must be between 1 and 65535")
-    book = _book(args)
     if args.operation == "run":
         if args.scenario is None:
             raise SimError("simulate run needs a scenario file")
+        if args.pin is not None:
+            raise SimError('simulate run takes PINs from the steps (pin = "1234"), not --pin')
         data = load_scenario(args.scenario)
-        result = trio.run(run_scenario, data, book, args.host, args.port)
+        # The options replace the scenario's [terminal] table.
+        keys = _keys(args) if _given(args) else scenario_keys(data)
+        book = _book(args)
+        result = trio.run(
+            lambda: run_scenario(data, book, args.host, args.port, verbose=args.verbose, keys=keys)
+        )
         print("\n".join(result.lines))
         return EXIT_OK if result.failed == 0 else EXIT_FAILED
+    keys = _keys(args)
+    book = _book(args)
     if args.operation == "load":
-        return _load(args, book)
-    return trio.run(_one, args, book)
+        return _load(args, book, keys)
+    return trio.run(_one, args, book, keys)
 
 
-async def _one(args: argparse.Namespace, book: CardBook) -> int:
+async def _one(args: argparse.Namespace, book: CardBook, keys: TerminalKeys) -> int:
     amount = None
     if args.amount is not None:
         try:
@@ -163,23 +251,51 @@ async def _one(args: argparse.Namespace, book: CardBook) -> int:
         original=original,
         final_minor=final,
     )
-    async with await TerminalConnection.open(args.host, args.port) as conn:
+    if args.pin is not None and pan is None:
+        raise SimError(f"--pin goes with an operation on a card (--card), not {args.operation}")
+    link = await open_link(args.host, args.port, keys)
+    async with link.conn:
+        if keys.static:
+            print(await link.key_change(args.terminal, args.store))
+        exchange = None
         for attempt in range(args.retransmit + 1):
             message = as_repeat(req) if attempt and args.as_repeat else req
             if attempt:
                 print(f"(retransmission {attempt})")
-            started = time.perf_counter()
-            resp = await conn.exchange(message)
-            elapsed = time.perf_counter() - started
-            print(describe_exchange(args.operation, message, resp, elapsed, args.verbose))
+            if exchange is not None and message is req:
+                # The same bytes: the same MAC and, under DUKPT, the same KSN.
+                exchange = await link.resend(exchange.sealed)
+            else:
+                exchange = await link.send(message, args.pin)
+            print(
+                describe_exchange(
+                    args.operation, message, exchange.answer, exchange.elapsed_s, args.verbose
+                )
+            )
+            if args.verbose and keys.dukpt:
+                print(f"    KSN  {_ksn_of(exchange.sealed.payload)}")
     return EXIT_OK
 
 
-def _load(args: argparse.Namespace, book: CardBook) -> int:
+def _ksn_of(payload: bytes) -> str:
+    """Field 48 KS of a sealed request (a KSN is no secret: it travels in the clear)."""
+    fields = decode_response(payload)
+    return decode_tlv(fields.get("48", ""), 48).get("KS", "-")
+
+
+def _load(args: argparse.Namespace, book: CardBook, keys: TerminalKeys) -> int:
     if not 1 <= args.count <= 10_000_000:
         raise SimError("--count must be between 1 and 10000000")
-    if not 1 <= args.connections <= 1024:
+    connections = args.connections
+    if connections is None:
+        connections = 1 if keys.dukpt else LOAD_CONNECTIONS
+    if not 1 <= connections <= 1024:
         raise SimError("--connections must be between 1 and 1024")
+    if keys.dukpt and connections != 1:
+        raise SimError(
+            f"simulate load with {keys.profile} runs on one connection (one device, one "
+            "counter); give --connections 1"
+        )
     cards = book.sets.get("default")
     if not cards:
         raise SimError("simulate load needs --cards FILE (activated cards to redeem from)")
@@ -191,9 +307,11 @@ def _load(args: argparse.Namespace, book: CardBook) -> int:
             cards=cards,
             terminals=[(args.terminal, args.store)],
             count=args.count,
-            connections=args.connections,
+            connections=connections,
             amount_minor=amount,
             currency=args.currency,
+            keys=keys,
+            pin=args.pin,
         )
     )
     print("\n".join(report.lines()))
