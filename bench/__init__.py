@@ -11,6 +11,8 @@ server, the generator and the rest of the machine.
 - ``wire``: pre-encoded request templates patched in place; a bitmap walk for fields 11, 39;
 - ``generator``: one generator process (trio, one task per terminal connection);
 - ``clients``: forks the generator processes, progress, CPU samples, merged results;
+- ``security``: the terminals' security profile and keys (``--security``), and the terminal
+  side in the generator: key changes, requests MACed in place, DUKPT counters, PIN blocks;
 - ``host``: the host and echo subprocesses, CPU time from ``/proc``;
 - ``echo``: the echo server (``python -m bench.echo``);
 - ``report``: the report dictionary (``--json``), its text, the SLO and the warnings;

@@ -55,6 +55,7 @@ class LoadResult:
     reversals_substituted: int = 0
     late_sends: int = 0
     connects: int = 0
+    key_changes: int = 0
     hist: Any = field(default_factory=new_histogram)
     lag_hist: Any = None
     client_cpu_s: list[float] = field(default_factory=list)
@@ -85,6 +86,7 @@ class LoadResult:
         self.reversals_substituted += result["reversals_substituted"]
         self.late_sends += result["late_sends"]
         self.connects += result["connects"]
+        self.key_changes += result["key_changes"]
         self.hist.add(HdrHistogram.decode(result["histogram"]))
         if result["lag_histogram"] is not None:
             if self.lag_hist is None:

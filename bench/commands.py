@@ -15,6 +15,8 @@ from typing import Any
 
 __all__ = ["add_bench_parser", "cmd_bench"]
 
+from simulators.security import PROFILES
+
 EXIT_OK = 0
 EXIT_FAILED = 1  # an SLO was violated, or the run found a problem (host, ledger, client)
 EXIT_USAGE = 2
@@ -42,6 +44,8 @@ def add_bench_parser(sub: Any, add: Callable[..., argparse.ArgumentParser]) -> N
             "authsrv bench --data /tmp/b1m --hot 0.8:0.01 --clients 2 --json",
             "authsrv bench --port 8583 --data /tmp/b1m --server-pid 4242   # a host run by hand",
             "authsrv bench --echo-only --closed 64",
+            "authsrv bench --security dukpt-aes --closed 64 --duration 10",
+            "authsrv bench --provision-only --data /tmp/b1m --security mac-aes  # before a host",
         ],
         cmd_bench,
         store_args=False,
@@ -94,6 +98,21 @@ def add_bench_parser(sub: Any, add: Callable[..., argparse.ArgumentParser]) -> N
         help="hot cards: share of requests on a share of the cards (0.8:0.01 with 'hot')",
     )
     w.add_argument("--seed", type=int, default=None, help="card numbers and choices (1)")
+    w.add_argument(
+        "--security",
+        choices=PROFILES,
+        default="none",
+        help="the terminals' security profile: none (the host runs in demo mode), mac-tdes, "
+        "mac-aes (a key change per connection, then MACs), dukpt-tdes, dukpt-aes (a counter "
+        "step and key derivation per request); requests and answers are MACed (none)",
+    )
+    w.add_argument(
+        "--pin-share",
+        type=float,
+        default=0.0,
+        help="with --security: share of redeems that carry the card's PIN as a PIN block, "
+        "reported as redeem+pin (0)",
+    )
     s = p.add_argument_group("store and host")
     s.add_argument("--cards", type=int, default=None, help=f"cards ({DEFAULT_CARDS:,})")
     s.add_argument("--stores", type=int, default=None, help=f"stores ({DEFAULT_STORES})")
@@ -238,6 +257,17 @@ def _check_args(args: argparse.Namespace) -> None:
         raise BenchError("--provision-only prepares a store for a host; it takes no --port")
     if args.provision_only and args.data is None:
         raise BenchError("--provision-only needs --data DIR (where the store is kept)")
+    if args.security != "none" and args.port is not None and args.data is None:
+        raise BenchError(
+            f"--security {args.security} with --port needs --data DIR (the bench store, whose "
+            "terminal keys the bench holds)"
+        )
+    if not 0 <= args.pin_share <= 1:
+        raise BenchError("--pin-share must be between 0 and 1")
+    if args.pin_share and args.security == "none":
+        raise BenchError("--pin-share needs --security: a PIN block travels under a PIN key")
+    if args.security != "none" and args.echo_only:
+        raise BenchError("--echo-only sends no authorizations: it takes no --security")
 
 
 def _layout(args: argparse.Namespace, terminals: int) -> Any:
@@ -302,6 +332,7 @@ def _run(args: argparse.Namespace) -> int:
         provision,
     )
     from bench.report import cores_available, load_section, parse_slo, render_text, warnings_for
+    from bench.security import TerminalKeyset, prepare_security
 
     _check_args(args)
     mix = _parse_mix(args.mix)
@@ -332,6 +363,7 @@ def _run(args: argparse.Namespace) -> int:
         hot_cards=hot_cards,
         retransmit_share=args.retransmit_share,
         seed=layout.seed,
+        pin_share=args.pin_share,
     )
     report: dict[str, Any] = {
         "bench": {
@@ -352,6 +384,8 @@ def _run(args: argparse.Namespace) -> int:
             "retransmit_share": args.retransmit_share,
             "seed": layout.seed,
             "cards": layout.cards,
+            "security": args.security,
+            "pin_share": args.pin_share,
         },
         "machine": {"cores": cores_available()},
         "host": None,
@@ -374,7 +408,32 @@ def _run(args: argparse.Namespace) -> int:
     else:
         work = data = args.data
     failed = False
+    keysets: list[TerminalKeyset] = []
     try:
+
+        def secure(may_add_keys: bool) -> None:
+            """The terminals' profile and keys (the bench holds the terminal side)."""
+            nonlocal keysets
+            started = time.perf_counter()
+            keysets = prepare_security(
+                data,
+                layout,
+                args.security,
+                terminals,
+                map_size_mib_for(layout.cards),
+                may_add_keys=may_add_keys,
+                pins=args.pin_share > 0,
+            )
+            if args.security != "none":
+                what = (
+                    "working keys cleared: each connection's key change gets new ones"
+                    if args.security.startswith("mac-")
+                    else "counters continue from the last one the host accepted"
+                )
+                _say(
+                    f"terminals set to {args.security}, {what} "
+                    f"({time.perf_counter() - started:.1f} s)"
+                )
 
         def plans(host: str, port: int, echo: bool, rate: float | None) -> list[ClientPlan]:
             k = min(args.clients, terminals)
@@ -403,6 +462,7 @@ def _run(args: argparse.Namespace) -> int:
                     echo=echo,
                     workload=workload,
                     connections_total=terminals,
+                    keysets=tuple(keysets[t] for t in range(c, terminals, k)) if keysets else (),
                 )
                 for c in range(k)
             ]
@@ -437,6 +497,8 @@ def _run(args: argparse.Namespace) -> int:
                     "address": f"{address[0]}:{address[1]}",
                     "pids": pids,
                 }
+                if args.data is not None:
+                    secure(may_add_keys=False)
                 _say(f"load on {report['host']['address']} ({layout.cards:,} cards)")
                 report["result"] = load_section(run("host", address, False, pids))
             else:
@@ -453,6 +515,7 @@ def _run(args: argparse.Namespace) -> int:
                     "line": prov.line(),
                 }
                 _say(prov.line())
+                secure(may_add_keys=True)
                 if args.provision_only:
                     print(
                         json.dumps(report["provisioning"]) if args.json else prov.line(), flush=True
@@ -469,6 +532,7 @@ def _run(args: argparse.Namespace) -> int:
                     log_requests=args.log_requests,
                     workers=workers if has_workers else 1,
                     map_size_mib=map_size_mib_for(layout.cards),
+                    demo_mode=args.security == "none",
                 )
                 with host:
                     pids = process_tree(host.pid)
@@ -481,6 +545,7 @@ def _run(args: argparse.Namespace) -> int:
                     "address": f"127.0.0.1:{host.port}",
                     "processes": workers if has_workers else 1,
                     "workers_option": has_workers,
+                    "demo_mode": args.security == "none",
                     "durability": "sync (LMDB sync and metasync on every commit)",
                     "log_requests": args.log_requests,
                     "log": str(log) if temp is None else None,

@@ -16,6 +16,11 @@ connection is a bounded channel (``inflight_max``), so a stalled host stops the 
 Error handling: a connection that fails (refused, reset, closed, an unreadable answer) or whose
 oldest request times out counts its requests in flight as errors or time-outs and reconnects;
 the run goes on until its end.
+
+Terminal security (``bench.security``): a static-key terminal does a key change on each new
+connection before its first request (not counted as a request); every request is MACed in
+place, a DUKPT terminal taking the next counter for each; answers' MACs are checked (an answer
+whose MAC does not verify is an error). The echo baseline sends unprotected requests.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ import trio
 from hdrh.histogram import HdrHistogram  # type: ignore[import-untyped]
 
 from bench.provision import CardNumbers
+from bench.security import KeyChangeError, Sealer, TerminalKeyset
 from bench.wire import (
     OPS,
     TIME_FIELDS_LEN,
@@ -43,6 +49,7 @@ from bench.wire import (
     answer_stan_rc,
     build_template,
 )
+from protocol.framing import encode_frame
 
 __all__ = [
     "LATENCY_US_MAX",
@@ -69,6 +76,8 @@ PROGRESS_INTERVAL_S = 1.0
 REDEEM_AMOUNTS = tuple(b"%012d" % (100 + 50 * k) for k in range(40))
 LOAD_AMOUNTS = tuple(b"%012d" % (500 * k) for k in range(1, 11))
 ORIGINAL_MTI = b"0200"
+PIN_REDEEM = "redeem+pin"  # a redeem with the card's PIN (--pin-share), reported apart
+REDEEMS = frozenset({"redeem", PIN_REDEEM})
 
 
 def new_histogram() -> Any:
@@ -84,6 +93,7 @@ class Workload:
     hot_cards: float  # share of the cards that are hot
     retransmit_share: float
     seed: int
+    pin_share: float = 0.0  # share of redeems that carry a PIN block (a security profile only)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,12 +115,25 @@ class ClientPlan:
     echo: bool  # the peer returns the request: no field 39 to read
     workload: Workload
     connections_total: int  # over all clients (the phase of each connection's schedule)
+    # One per terminal, in the order of ``terminals`` (empty: no security profile).
+    keysets: tuple[TerminalKeyset, ...] = ()
 
 
 class _Sent:
     """One request on its way: what was sent and when it was meant to go."""
 
-    __slots__ = ("card", "frame", "intended", "measured", "op", "original", "rc", "sent_at", "stan")
+    __slots__ = (
+        "card",
+        "frame",
+        "intended",
+        "measured",
+        "op",
+        "original",
+        "rc",
+        "response_key",
+        "sent_at",
+        "stan",
+    )
 
     def __init__(
         self, op: str, frame: bytes | bytearray, stan: bytes, card: int, original: _Sent | None
@@ -126,6 +149,7 @@ class _Sent:
         self.sent_at = 0.0  # when it went: the time-out runs from here
         self.measured = False
         self.rc: bytes | None = None
+        self.response_key = b""  # the key of its answer's MAC (security profiles)
 
 
 class _Terminal:
@@ -139,12 +163,21 @@ class _Terminal:
         numbers: CardNumbers,
         workload: Workload,
         stan_start: int,
+        keyset: TerminalKeyset | None = None,
     ) -> None:
         self.index = index
         self.id = terminal
+        self.store = store
+        profile = keyset.profile if keyset is not None else "none"
+        self.sealer = Sealer(keyset) if keyset is not None and profile != "none" else None
         self.templates: dict[str, Template] = {
-            op: build_template(op, terminal, store) for op in OPS
+            op: build_template(op, terminal, store, security=profile) for op in OPS
         }
+        self.pin_share = workload.pin_share if self.sealer is not None else 0.0
+        if self.pin_share:
+            self.templates[PIN_REDEEM] = build_template(
+                "redeem", terminal, store, security=profile, pin=True
+            )
         # Reproducible choices from the seed, not secrets: S311 does not apply.
         self.rng = random.Random(f"{workload.seed}:{index}")  # noqa: S311
         self.numbers = numbers
@@ -174,9 +207,14 @@ class _Terminal:
         r = self.rng.random
         last = self.last
         if last is not None and r() < self.retransmit_share:
-            # The same bytes again, as a terminal that got no answer sends them (DESIGN §5).
-            return _Sent("retransmit", last.frame, last.stan, last.card, last)
+            # The same bytes again, as a terminal that got no answer sends them (DESIGN §5):
+            # the same MAC and, under DUKPT, the same KSN.
+            again = _Sent("retransmit", last.frame, last.stan, last.card, last)
+            again.response_key = last.response_key
+            return again
         op = self.op_table[int(r() * len(self.op_table))]
+        if op == "redeem" and self.pin_share and r() < self.pin_share:
+            op = PIN_REDEEM
         original = None
         if op == "reversal":
             if self.approved:
@@ -184,8 +222,7 @@ class _Terminal:
             else:
                 op = "redeem"
                 self.substituted += 1
-        self.stan = self.stan % 999_999 + 1
-        stan = b"%06d" % self.stan
+        stan = self.next_stan()
         sent, local = clock.fields()
         template = self.templates[op]
         frame = bytearray(template.frame)
@@ -205,13 +242,20 @@ class _Terminal:
             at = template.amount_at
             frame[at : at + 12] = amount
         request = _Sent(op, frame, stan, card, None)
+        if self.sealer is not None:
+            request.response_key = self.sealer.seal(frame, template)
         self.last = request
         return request
 
+    def next_stan(self) -> bytes:
+        self.stan = self.stan % 999_999 + 1
+        return b"%06d" % self.stan
+
     def remember_approved(self, request: _Sent) -> None:
-        at = self.templates["redeem"].time_at
+        template = self.templates[request.op]
+        at = template.time_at
         sent = bytes(request.frame[at : at + 10])
-        amount_at = self.templates["redeem"].amount_at
+        amount_at = template.amount_at
         amount = bytes(request.frame[amount_at : amount_at + 12])
         self.approved.append((request.card, request.stan, sent, amount))
 
@@ -271,7 +315,13 @@ class _Timeout(Exception):
     """The oldest request in flight on a connection got no answer in time."""
 
 
-CONNECTION_ERRORS = (OSError, trio.BrokenResourceError, trio.ClosedResourceError, _HostClosed)
+CONNECTION_ERRORS = (
+    OSError,
+    trio.BrokenResourceError,
+    trio.ClosedResourceError,
+    _HostClosed,
+    KeyChangeError,
+)
 
 
 @dataclass
@@ -293,6 +343,7 @@ class _Stats:
     replays_differing: int = 0  # retransmissions answered with another rc than the original
     late_sends: int = 0
     connects: int = 0
+    key_changes: int = 0
 
 
 class Client:
@@ -306,9 +357,11 @@ class Client:
         self.hist = new_histogram()
         self.lag_hist = new_histogram()  # open loop: actual minus intended send time
         stan_start = int(time.time()) % 900_000  # runs on one store do not reuse a STAN soon
+        assert not plan.keysets or len(plan.keysets) == len(plan.terminals)
+        keysets = plan.keysets if plan.keysets and not plan.echo else (None,) * len(plan.terminals)
         self.terminals = [
-            _Terminal(index, tid, sid, numbers, plan.workload, stan_start)
-            for index, tid, sid in plan.terminals
+            _Terminal(index, tid, sid, numbers, plan.workload, stan_start, keyset)
+            for (index, tid, sid), keyset in zip(plan.terminals, keysets, strict=True)
         ]
         self.inflight = 0
         self.t0 = self.m_start = self.m_end = 0.0
@@ -355,6 +408,10 @@ class Client:
         if not rc and not self.plan.echo:
             self._error("answer without field 39", request.measured)
             return
+        sealer = term.sealer
+        if sealer is not None and not sealer.answer_ok(payload, rc, request.response_key):
+            self._error("answer MAC does not verify", request.measured)
+            return
         latency_us = int((now - min(request.intended, request.sent_at)) * 1e6)
         stats.answered_total += 1
         stats.latency_sum_us += latency_us
@@ -366,7 +423,7 @@ class Client:
             stats.answered += 1
             self.hist.record_value(min(max(latency_us, LATENCY_US_MIN), LATENCY_US_MAX))
             stats.rc[(request.op, rc.decode("ascii", "replace") or "echo")] += 1
-        if request.op == "redeem" and rc == b"00":
+        if request.op in REDEEMS and rc == b"00":
             term.remember_approved(request)
         elif request.op == "retransmit" and request.measured:
             original = request.original
@@ -384,13 +441,45 @@ class Client:
         self.stats.connects += 1
         return _Connection(stream)
 
+    async def _key_change(self, conn: _Connection, term: _Terminal) -> None:
+        """A static-key terminal's key change on a new connection, before its first request.
+
+        Error handling: :class:`KeyChangeError` (the connection is given up and retried).
+        """
+        sealer = term.sealer
+        assert sealer is not None and sealer.static
+        sealed = sealer.key_change_request(term.id, term.store, term.next_stan().decode())
+        await conn.send(encode_frame(sealed.payload))
+        with trio.move_on_after(self.plan.timeout_s) as waited:
+            payload = await conn.receive()
+        if waited.cancelled_caught:
+            raise KeyChangeError("no answer to the key change")
+        sealer.take_key_change(sealed, payload)
+        self.stats.key_changes += 1
+
+    async def _ready(self, conn: _Connection, term: _Terminal) -> bool:
+        """Whether a new connection may carry requests (a static-key terminal's key change
+        first); a failed key change counts as an error and closes the connection."""
+        if term.sealer is None or not term.sealer.static:
+            return True
+        try:
+            await self._key_change(conn, term)
+        except CONNECTION_ERRORS as exc:
+            kind = "key change" if isinstance(exc, KeyChangeError) else "connection"
+            self._error(kind, self._in_window(trio.current_time()))
+            with trio.CancelScope(shield=True):
+                await conn.aclose()
+            await trio.sleep(RECONNECT_PAUSE_S)
+            return False
+        return True
+
     # -- closed loop ---------------------------------------------------------------------------
     async def _closed(self, term: _Terminal) -> None:
         timeout_s = self.plan.timeout_s
         first = True
         while trio.current_time() < self.m_end:
             conn = await self._connect()
-            if conn is None:
+            if conn is None or not await self._ready(conn, term):
                 continue
             if first:
                 first = False
@@ -426,7 +515,7 @@ class Client:
     async def _open(self, term: _Terminal, rate_per_conn: float) -> None:
         while term.next_at < self.m_end:
             conn = await self._connect()
-            if conn is None:
+            if conn is None or not await self._ready(conn, term):
                 self._skip_missed(term, rate_per_conn)
                 continue
             inflight: collections.deque[_Sent] = collections.deque()
@@ -565,6 +654,7 @@ class Client:
             "reversals_substituted": sum(t.substituted for t in self.terminals),
             "late_sends": s.late_sends,
             "connects": s.connects,
+            "key_changes": s.key_changes,
             "cpu_s": self.cpu_end - self.cpu_start,
             "wall_s": self.wall_end - self.wall_start,
             "histogram": self.hist.encode().decode("ascii"),

@@ -141,9 +141,11 @@ def start_host(
     log_requests: bool,
     workers: int,
     map_size_mib: int,
+    demo_mode: bool,
 ) -> Server:
     """``authsrv serve`` on 127.0.0.1, any free port, metrics off; durability as configured
-    (the store always commits with sync)."""
+    (the store always commits with sync). ``demo_mode`` serves terminals without a security
+    profile (``--security none``); with a profile the host runs as in production."""
     args = [sys.executable, "-m", "authsrv", "serve", "--data", str(data), "--port", "0"]
     if workers > 1:
         args += ["--workers", str(workers)]
@@ -151,8 +153,7 @@ def start_host(
         "AUTHSRV_METRICS_ENABLED": "false",
         "AUTHSRV_LOG_REQUESTS": "true" if log_requests else "false",
         "AUTHSRV_STORE_MAP_SIZE_MIB": str(map_size_mib),
-        # The bench's terminals have no security profile unless --security says otherwise.
-        "AUTHSRV_SECURITY_DEMO_MODE": "true",
+        "AUTHSRV_SECURITY_DEMO_MODE": "true" if demo_mode else "false",
     }
     return _start("host", args, log_path, env)
 

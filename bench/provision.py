@@ -7,7 +7,9 @@ written anywhere: they live in the generator's memory only (DESIGN §6), the sto
 keyed hash, the first six and the last four digits as for every card.
 
 Card numbers are an affine permutation of the 9 free digits of the range (``a * i + b`` modulo
-10^9, ``a`` prime to 10, both from the seed): distinct, Luhn-valid, spread over the range.
+10^9, ``a`` prime to 10, both from the seed): distinct, Luhn-valid, spread over the range. Every
+card has the PIN ``BENCH_PIN`` (its keyed verification value, as ``cards set-pin`` stores it),
+for ``--pin-share``.
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ MAP_SIZE_MIB_MIN = 4096
 MAP_BYTES_PER_CARD = 2048
 MIB = 1024 * 1024
 BALANCE_MAX_MINOR = 10_000_000  # the bench product's largest balance: 100,000.00
+BENCH_PIN = "1234"  # every bench card's PIN (test cards; only its keyed value is stored)
 
 
 class BenchError(Exception):
@@ -222,7 +225,7 @@ class ProvisionReport:
     cards: int
     terminals_added: int
     numbers_s: float  # generating the card numbers
-    hash_s: float  # keyed hashes (HMAC-SHA256 in keys/)
+    hash_s: float  # keyed hashes of card numbers and PINs (HMAC-SHA256 in keys/)
     write_s: float  # LMDB puts, postings and commits (with sync)
     total_s: float
 
@@ -239,7 +242,8 @@ class ProvisionReport:
         return (
             f"provisioned {self.cards:,} active cards in {self.total_s:.1f} s "
             f"({self.cards_per_s:,.0f} cards/s): numbers {self.numbers_s:.1f} s, "
-            f"keyed hashes {self.hash_s:.1f} s ({self.hash_s * per_card_us:.1f} µs/card), "
+            f"keyed hashes and PIN values {self.hash_s:.1f} s "
+            f"({self.hash_s * per_card_us:.1f} µs/card), "
             f"LMDB writes and commits {self.write_s:.1f} s "
             f"({self.write_s * per_card_us:.1f} µs/card)"
         )
@@ -336,9 +340,10 @@ def _load_cards(store: LedgerStore, layout: Layout, numbers: CardNumbers) -> tup
         t0 = time.perf_counter()
         pans = [numbers.slice(i).decode("ascii") for i in range(start, end)]
         digests = [keys.pan_hash(pan) for pan in pans]
+        pvvs = [keys.pvv(pan, BENCH_PIN) for pan in pans]
         t1 = time.perf_counter()
         with store.write() as led:
-            for offset, (pan, digest) in enumerate(zip(pans, digests, strict=True)):
+            for offset, (pan, digest, pvv) in enumerate(zip(pans, digests, pvvs, strict=True)):
                 index = start + offset
                 card_id = led.next_seq("card")
                 led.put_card(
@@ -353,6 +358,7 @@ def _load_cards(store: LedgerStore, layout: Layout, numbers: CardNumbers) -> tup
                         hash_version=digest[0],
                         issued_ms=now_ms,
                         activated_ms=now_ms,
+                        pvv=pvv,
                     ),
                     digest,
                 )

@@ -181,6 +181,7 @@ def load_section(result: LoadResult) -> dict[str, Any]:
         "replays_differing": result.replays_differing,
         "reversals_substituted": result.reversals_substituted,
         "connects": result.connects,
+        "key_changes": result.key_changes,
         "server_cpu_us_per_request": (
             round(server_cpu * 1e6 / result.answered, 1)
             if server_cpu is not None and result.answered
@@ -355,6 +356,17 @@ def _section_lines(section: dict[str, Any], unit: str) -> list[str]:
     return lines
 
 
+def _security(report: dict[str, Any]) -> str:
+    """The terminals' profile, and for none how the host serves them."""
+    profile = str(report["bench"]["security"])
+    if profile != "none":
+        return profile
+    host = report.get("host") or {}
+    if host.get("started_by_bench"):
+        return "none (demo mode)"
+    return "none (the host must run in demo mode)" if host else "none"
+
+
 def render_text(report: dict[str, Any]) -> str:
     b = report["bench"]
     lines = []
@@ -375,9 +387,13 @@ def render_text(report: dict[str, Any]) -> str:
     )
     lines.append(
         f"authsrv bench: {how}, {b['terminals']} terminals, {b['duration_s']:g} s measured after "
-        f"{b['warmup_s']:g} s warm-up, {b['clients']} generator process(es)"
+        f"{b['warmup_s']:g} s warm-up, {b['clients']} generator process(es), "
+        f"security: {_security(report)}"
     )
-    lines.append(f"workload       {mix}; retransmissions {b['retransmit_share']:.1%}; {cards}")
+    pins = f"; PIN on {b['pin_share']:.0%} of redeems" if b.get("pin_share") else ""
+    lines.append(
+        f"workload       {mix}; retransmissions {b['retransmit_share']:.1%}{pins}; {cards}"
+    )
     host = report.get("host")
     if host:
         if host["started_by_bench"]:
@@ -403,6 +419,11 @@ def render_text(report: dict[str, Any]) -> str:
             f"approved original: {result['reversals_substituted']:,}"
         )
         lines.append(extra)
+        if result["key_changes"]:
+            lines.append(
+                f"key changes    {result['key_changes']:,} (one per connection, before its "
+                "first request; not counted as requests)"
+            )
     echo = report.get("echo")
     if echo:
         lines.append("echo baseline  (same client and framing; a server that returns each frame)")

@@ -5,7 +5,9 @@ Each template is encoded once with the house dialect (``protocol.encode_message`
 ``simulators.terminal.build_request``), length header included. A request is then a copy of
 its template with the card number, the amount, fields 7/11/12/13 and (reversals) field 90
 overwritten at fixed byte offsets; the offsets are found by the same bitmap walk that reads the
-answers, and checked against pyiso8583 when the template is built.
+answers, and checked against pyiso8583 when the template is built. With a terminal security
+profile the template also carries field 48 ``KS`` (DUKPT) and the MAC field (64, or 128 with a
+secondary bitmap) as placeholders, filled by ``bench.security.Sealer``.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import iso8583
 from protocol.dialect import HOUSE_ASCII
 from protocol.framing import encode_frame
 from protocol.messages import encode_message
+from protocol.tlv import TLV_LEN_LEN, TLV_TAG_LEN, decode_tlv, encode_tlv
 from simulators.terminal import build_request
 
 __all__ = [
@@ -42,6 +45,10 @@ TIME_FIELDS_LEN = 10 + 6 + 6 + 4
 PLACEHOLDER_PAN = "6999900000000000"
 ORIGINAL_STAN_AT = 4  # inside field 90: MTI (4), STAN (6), field 7 (10), acquirer, zeros
 ORIGINAL_SENT_AT = 10
+MAC_HEX_LEN = 16  # field 64 or 128, always the last field
+KSN_HEX_LEN = {"dukpt-tdes": 20, "dukpt-aes": 24}
+# PIN blocks: ISO format 0 in field 52 under TDES keys, format 4 in field 48 PB under AES.
+PIN_BLOCK_HEX_LEN = {"tdes": 16, "aes": 32}
 
 
 class AnswerError(Exception):
@@ -155,14 +162,26 @@ class Template:
     time_at: int  # fields 7, 11, 12, 13 (TIME_FIELDS_LEN bytes)
     amount_at: int  # field 4; -1 when the request has none (balance)
     original_at: int  # field 90; -1 unless a reversal
+    ksn_at: int = -1  # the KSN inside field 48 (DUKPT); -1 otherwise
+    mac_at: int = -1  # field 64 or 128 (any security profile); -1 without one
+    pin_at: int = -1  # the PIN block: field 52 (TDES) or inside field 48 PB (AES); -1: none
 
     @property
     def stan_at(self) -> int:
         return self.time_at + 10
 
 
-def build_template(op: str, terminal: str, store: str, currency: str = "978") -> Template:
-    """The template of one operation for one terminal (card number and times are placeholders).
+def build_template(
+    op: str,
+    terminal: str,
+    store: str,
+    currency: str = "978",
+    security: str = "none",
+    *,
+    pin: bool = False,
+) -> Template:
+    """The template of one operation for one terminal (card number and times are placeholders;
+    with a ``security`` profile also the KSN, the MAC and, with ``pin``, the PIN block).
 
     >>> t = build_template("redeem", "BT000001", "B0001")
     >>> t.frame[t.pan_at : t.pan_at + 16]
@@ -184,6 +203,20 @@ def build_template(op: str, terminal: str, store: str, currency: str = "978") ->
         stan="000000",
         original=original,
     )
+    assert security != "none" or not pin, "a PIN block needs a security profile"
+    aes = security.endswith("aes")
+    tags: dict[str, str] = {}
+    if security.startswith("dukpt-"):
+        tags["KS"] = "0" * KSN_HEX_LEN[security]
+    if pin and aes:
+        tags["PB"] = "0" * PIN_BLOCK_HEX_LEN["aes"]
+    elif pin:
+        fields["52"] = "0" * PIN_BLOCK_HEX_LEN["tdes"]
+    if tags:
+        assert "48" not in fields, "bench requests carry no other field 48 tag"
+        fields["48"] = encode_tlv(tags)  # KS before PB, as the simulator's terminal side
+    if security != "none":
+        fields["128" if any(int(k) > 64 for k in fields if k != "t") else "64"] = "0" * MAC_HEX_LEN
     payload = encode_message(fields)
     frame = encode_frame(payload)
     spans = {f: (a + HEADER_LEN, b + HEADER_LEN) for f, (a, b) in field_spans(payload).items()}
@@ -198,9 +231,21 @@ def build_template(op: str, terminal: str, store: str, currency: str = "978") ->
         time_at=spans[7][0],
         amount_at=spans[4][0] if 4 in spans else -1,
         original_at=spans[90][0] if 90 in spans else -1,
+        ksn_at=spans[48][0] + TLV_TAG_LEN + TLV_LEN_LEN if "KS" in tags else -1,
+        mac_at=len(frame) - MAC_HEX_LEN if security != "none" else -1,
+        pin_at=_pin_at(spans, fields, aes) if pin else -1,
     )
     _check_template(template, fields)
     return template
+
+
+def _pin_at(spans: Mapping[int, tuple[int, int]], fields: Mapping[str, str], aes: bool) -> int:
+    if not aes:
+        return spans[52][0]
+    value = fields["48"]
+    at = value.index("PB")
+    assert value[at + TLV_TAG_LEN : at + TLV_TAG_LEN + TLV_LEN_LEN] == "032", value
+    return spans[48][0] + at + TLV_TAG_LEN + TLV_LEN_LEN
 
 
 def _check_template(template: Template, fields: Mapping[str, Any]) -> None:
@@ -214,6 +259,16 @@ def _check_template(template: Template, fields: Mapping[str, Any]) -> None:
         assert frame[template.amount_at : template.amount_at + 12].decode() == decoded["4"]
     if template.original_at >= 0:
         assert frame[template.original_at : template.original_at + 42].decode() == decoded["90"]
+    tags = decode_tlv(decoded["48"], 48) if "48" in decoded else {}
+    if template.ksn_at >= 0:
+        ksn = tags["KS"]
+        assert frame[template.ksn_at : template.ksn_at + len(ksn)].decode() == ksn
+    if template.pin_at >= 0:
+        block = decoded["52"] if "52" in fields else tags["PB"]
+        assert frame[template.pin_at : template.pin_at + len(block)].decode() == block
+    if template.mac_at >= 0:
+        mac_field = "128" if "128" in fields else "64"
+        assert frame[template.mac_at :].decode() == decoded[mac_field] == fields[mac_field]
     assert decoded["41"] == fields["41"]
 
 

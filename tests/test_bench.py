@@ -11,15 +11,27 @@ from typing import Any
 
 import iso8583
 import pytest
+from psec import tr31
 
 from bench.commands import _parse_mix
 from bench.generator import REDEEM_AMOUNTS
-from bench.provision import PAN_LEN, PREFIX, BenchError, CardNumbers
-from bench.report import parse_slo
-from bench.wire import HEADER_LEN, OPS, TIME_FIELDS_LEN, answer_stan_rc, build_template
+from bench.provision import BENCH_PIN, PAN_LEN, PREFIX, BenchError, CardNumbers
+from bench.report import parse_slo, render_text
+from bench.security import KEYS_FILE, KeyChangeError, Sealer, TerminalKeyset
+from bench.wire import (
+    HEADER_LEN,
+    OPS,
+    TIME_FIELDS_LEN,
+    Template,
+    answer_stan_rc,
+    build_template,
+)
+from keys import dukpt, mac, pinblock
 from protocol.cards import luhn_valid
 from protocol.dialect import HOUSE_ASCII
 from protocol.messages import encode_message
+from protocol.tlv import decode_tlv, encode_tlv
+from simulators.security import TerminalSecurity
 from tests.helpers import run_cli
 
 SMOKE_CARDS = 2000
@@ -103,6 +115,128 @@ def test_patched_template_decodes_to_the_patched_values(op: str) -> None:
     if op == "reversal":
         assert decoded["t"] == "0400"
         assert decoded["90"][:20] == "02000005551122102959"
+
+
+def _patched(op: str, security: str, pin: bool = False) -> tuple[bytearray, Template]:
+    """A redeem or reversal frame of terminal BT000003 with every placeholder filled."""
+    template = build_template(op, "BT000003", "B0002", security=security, pin=pin)
+    frame = bytearray(template.frame)
+    frame[template.time_at : template.time_at + TIME_FIELDS_LEN] = (
+        b"1122103000000777113000" + b"1122"
+    )
+    frame[template.pan_at : template.pan_at + PAN_LEN] = CardNumbers(SEED, 10).slice(3)
+    frame[template.amount_at : template.amount_at + 12] = REDEEM_AMOUNTS[2]
+    if template.original_at >= 0:
+        frame[template.original_at : template.original_at + 20] = b"0200000555" + b"1122102959"
+    return frame, template
+
+
+def _unsealed(frame: bytes | bytearray) -> dict[str, str]:
+    """The frame's fields without what sealing adds (field 48 KS and PB, 52, the MAC)."""
+    decoded, _ = iso8583.decode(bytes(frame[HEADER_LEN:]), HOUSE_ASCII)
+    return {k: v for k, v in decoded.items() if k not in ("p", "s", "1", "48", "52", "64", "128")}
+
+
+DUKPT_CASES = [
+    ("dukpt-aes", "redeem", False),
+    ("dukpt-aes", "reversal", False),
+    ("dukpt-tdes", "redeem", False),
+    ("dukpt-tdes", "reversal", False),
+    ("dukpt-tdes", "redeem", True),  # format 0 is deterministic: the same bytes
+]
+
+
+@pytest.mark.parametrize(("profile", "op", "pin"), DUKPT_CASES)
+def test_in_place_dukpt_sealing_matches_the_simulator(profile: str, op: str, pin: bool) -> None:
+    bdk = bytes(range(16))
+    if profile == "dukpt-aes":
+        ksn = bytes.fromhex("BE7C000000000003" + "00000009")
+        ik = dukpt.aes_initial_key(bdk, ksn[:8])
+    else:
+        ksn = bytes.fromhex("BE7C0000000000600009")
+        ik = dukpt.tdes_ipek(bdk, ksn)
+    keyset = TerminalKeyset(profile, initial_key=ik, ksn=ksn)
+    sealer = Sealer(keyset)
+    simulator = TerminalSecurity(profile, initial_key=ik, ksn=ksn)
+    for _ in range(3):  # the counter steps the same way on both sides
+        frame, template = _patched(op, profile, pin)
+        response_key = sealer.seal(frame, template)
+        expected = simulator.seal(_unsealed(frame), BENCH_PIN if pin else None)
+        assert bytes(frame[HEADER_LEN:]) == expected.payload
+        assert response_key == expected.response_key
+    assert "initial_key" not in repr(keyset) and ik.hex() not in repr(keyset).lower()
+
+
+def test_in_place_aes_pin_block_is_the_cards_pin_under_the_hosts_key() -> None:
+    """Format 4 has random fill: the host's own derivation from the BDK reads the PIN back."""
+    bdk = bytes(range(16))
+    ksn = bytes.fromhex("BE7C000000000003" + "00000009")
+    sealer = Sealer(
+        TerminalKeyset("dukpt-aes", initial_key=dukpt.aes_initial_key(bdk, ksn[:8]), ksn=ksn)
+    )
+    frame, template = _patched("redeem", "dukpt-aes", pin=True)
+    sealer.seal(frame, template)
+    fields = iso8583.decode(bytes(frame[HEADER_LEN:]), HOUSE_ASCII)[0]
+    tags = decode_tlv(fields["48"], 48)
+    host = dukpt.aes_keys_from_bdk(bdk, bytes.fromhex(tags["KS"]))
+    block = bytes.fromhex(tags["PB"])
+    assert pinblock.decrypt_pin(block, fields["2"], host.pin, formats_allowed=frozenset({4})) == (
+        BENCH_PIN
+    )
+    data = bytes(frame[HEADER_LEN:-16])
+    assert mac.cmac(host.mac_request, data, algorithm="aes")[:8].hex().upper() == fields["64"]
+
+
+def _key_change_answer(
+    tmk: bytes, aes: bool, mac_key: bytes, pin_key: bytes, kcvs: str | None = None
+) -> bytes:
+    version, alg, usage = ("D", "A", "M6") if aes else ("B", "T", "M3")
+    blocks = tr31.wrap(tmk, f"{version}0000{usage}{alg}C00N0000", mac_key) + tr31.wrap(
+        tmk, f"{version}0000P0{alg}E00N0000", pin_key
+    )
+    kind: mac.CipherName = "aes" if aes else "tdes"
+    kcvs = kcvs or mac.kcv(mac_key, kind) + mac.kcv(pin_key, kind)
+    fields = {"t": "0810", "7": "1122103000", "11": "000001", "39": "00", "41": "BT000003"}
+    return encode_message(fields | {"63": encode_tlv({"KB": blocks, "KC": kcvs}), "70": "101"})
+
+
+@pytest.mark.parametrize("profile", ["mac-aes", "mac-tdes"])
+def test_in_place_static_key_sealing_matches_the_simulator(profile: str) -> None:
+    tmk, mac_key, pin_key = bytes(range(16)), bytes(range(16, 32)), bytes(range(32, 48))
+    aes = profile == "mac-aes"
+    answer = _key_change_answer(tmk, aes, mac_key, pin_key)
+    sealer = Sealer(TerminalKeyset(profile, tmk=tmk))
+    assert not sealer.ready
+    sealed = sealer.key_change_request("BT000003", "B0002", "000001")
+    sealer.take_key_change(sealed, answer)
+    assert sealer.ready
+    simulator = TerminalSecurity(profile, tmk=tmk)
+    simulator.accept_key_change(iso8583.decode(answer, HOUSE_ASCII)[0])
+    frame, template = _patched("redeem", profile, pin=not aes)
+    assert template.ksn_at == -1
+    response_key = sealer.seal(frame, template)
+    pin = None if aes else BENCH_PIN
+    assert bytes(frame[HEADER_LEN:]) == simulator.seal(_unsealed(frame), pin).payload
+    assert response_key == mac_key
+    # An answer MACed under the key verifies; one byte changed does not; 63 carries no MAC.
+    answer_fields = {"t": "0210", "11": "000777", "39": "00", "41": "BT000003", "64": "0" * 16}
+    payload = encode_message(answer_fields)
+    data = payload[:-16]
+    tag = mac.cmac(mac_key, data, algorithm="aes")[:8] if aes else mac.retail_mac(mac_key, data)
+    good = data + tag.hex().upper().encode()
+    assert sealer.answer_ok(good, b"00", response_key)
+    assert not sealer.answer_ok(good.replace(b"0210", b"0230", 1), b"00", response_key)
+    assert sealer.answer_ok(b"anything", b"63", response_key)
+
+
+def test_key_change_with_wrong_check_values_is_refused() -> None:
+    tmk = bytes(range(16))
+    answer = _key_change_answer(tmk, True, bytes(16), bytes(range(16)), kcvs="0" * 12)
+    sealer = Sealer(TerminalKeyset("mac-aes", tmk=tmk))
+    sealed = sealer.key_change_request("BT000003", "B0002", "000001")
+    with pytest.raises(KeyChangeError, match="check values do not match KC"):
+        sealer.take_key_change(sealed, answer)
+    assert not sealer.ready
 
 
 def test_card_numbers_are_valid_distinct_in_range_and_reproducible() -> None:
@@ -228,6 +362,63 @@ def test_smoke_run_on_a_small_store(tmp_path: Path) -> None:
     for path in data.iterdir():
         blob = path.read_bytes()
         assert not [p for p in pans if p in blob], f"a card number in {path.name}"
+
+
+@pytest.mark.parametrize("profile", ["mac-aes", "dukpt-tdes"])
+def test_smoke_run_with_terminal_security(tmp_path: Path, profile: str) -> None:
+    """A host without demo mode: MACed requests and answers, a key change per connection
+    (static keys) or a counter per request (DUKPT), retransmissions with the same bytes, and
+    PIN blocks on half the redeems (AES format 4 in 48 PB, TDES format 0 in 52)."""
+    data = tmp_path / "bench-store"
+    out = run_cli(
+        "bench",
+        "--cards",
+        "500",
+        "--closed",
+        "4",
+        "--duration",
+        "1",
+        "--warmup",
+        "0.3",
+        "--data",
+        str(data),
+        "--security",
+        profile,
+        "--retransmit-share",
+        "0.1",
+        "--pin-share",
+        "0.5",
+        "--json",
+        "--slo",
+        "max_errors=0,max_timeouts=0",
+        timeout=90,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads(out.stdout)
+    assert report["bench"]["security"] == profile
+    assert report["host"]["demo_mode"] is False
+    assert f"security: {profile}" in render_text(report).splitlines()[0]
+    result = report["result"]
+    assert result["answered"] > 0 and result["retransmissions"] > 0
+    assert result["errors"] == 0 and result["timeouts"] == 0, result["errors_by_kind"]
+    assert set(result["rc"]) <= SENSIBLE_RCS, result["rc"]
+    assert set(result["rc_by_op"].get("reversal", {})) <= {"00"}
+    assert set(result["rc_by_op"]["redeem+pin"]) <= {"00", "10", "51"}, "the PIN was right"
+    assert result["replays_differing"] == 0
+    assert result["key_changes"] == (4 if profile.startswith("mac-") else 0)
+    assert report["check"]["passed"] is True
+    # The terminals' clear keys stay in the bench's own 0600 file, out of the store and logs.
+    keys_file = data / KEYS_FILE
+    assert keys_file.stat().st_mode & 0o777 == 0o600
+    clear = json.loads(keys_file.read_text())
+    assert clear, "no terminal key kept"
+    events = (data / "host.log").read_text()
+    assert "security_violation" not in events
+    for path in [*data.iterdir(), None]:
+        blob = out.stdout + out.stderr if path is None else path.read_bytes().decode("latin-1")
+        if path != keys_file:
+            assert not [n for n, k in clear.items() if k in blob.upper()], f"a clear key in {path}"
+            assert not [n for n, k in clear.items() if bytes.fromhex(k).decode("latin-1") in blob]
 
 
 def test_echo_only(tmp_path: Path) -> None:
