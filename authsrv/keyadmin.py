@@ -248,7 +248,9 @@ def set_terminal_security(
             tmk = ""
         else:
             tmk = bdk = ksn_prefix = ""
-        changed = profile != t.security or tmk != t.tmk
+        # Setting a profile (again) starts the terminal over: its next key change is the
+        # first (unMACed), e.g. after a terminal lost its working keys.
+        changed = True
         record = msgspec.structs.replace(
             t,
             security=profile,
