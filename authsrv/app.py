@@ -14,6 +14,7 @@ from authsrv.processor import Processor
 from authsrv.server import Server
 from authsrv.store import LedgerStore
 from keys import KeyStore, KeyStoreError, generate_kek_file, load_kek, new_key_blocks
+from keys.keystore import KEK_PENDING_SUFFIX
 
 __all__ = ["Host", "init_store", "kek_path", "open_host", "open_keys", "open_store"]
 
@@ -60,7 +61,7 @@ def open_keys(store: LedgerStore) -> KeyStore:
     try:
         return KeyStore(kek, blocks)
     except KeyStoreError:
-        pending = path.with_name(path.name + ".new")
+        pending = path.with_name(path.name + KEK_PENDING_SUFFIX)
         if pending.exists():
             KeyStore(load_kek(pending), blocks)  # raises if that is not it either
             raise KeyStoreError(

@@ -21,6 +21,7 @@ from keys import KeyStore, KeyStoreError, combine_components, kek_check_value, l
 from keys.keystore import (
     HMAC_HEADER,
     HMAC_KEY_LEN,
+    KEK_PENDING_SUFFIX,
     PAN_HASH_PREFIX,
     KeyInfo,
     describe_blocks,
@@ -46,8 +47,6 @@ __all__ = [
     "set_card_pin",
     "set_terminal_security",
 ]
-
-NEW_SUFFIX = ".new"  # the next KEK while a rotation is under way
 
 
 def init_kek(path: Path, components: list[bytes]) -> tuple[list[str], str]:
@@ -114,7 +113,7 @@ def rotate_kek(store: LedgerStore, kek_file: Path, new_kek: bytes) -> KekRotatio
     The host must be stopped. Order, so that a crash leaves a store that opens: the new KEK is
     written beside the old one (``.new``); the re-wrapped blocks commit in one transaction; the
     new KEK file replaces the old. If the run stops between the last two steps, ``load`` finds
-    the blocks under ``.new`` (see :func:`open_kek`).
+    the blocks under ``.new`` (see :func:`authsrv.app.open_keys`).
 
     Error handling: :class:`KeyStoreError` if a key does not unwrap or a check value would
     change; nothing is written then.
@@ -122,7 +121,7 @@ def rotate_kek(store: LedgerStore, kek_file: Path, new_kek: bytes) -> KekRotatio
     old_kek = load_kek(kek_file)
     if new_kek == old_kek:
         raise KeyStoreError("the new key-encrypting key equals the old one")
-    pending = kek_file.with_name(kek_file.name + NEW_SUFFIX)
+    pending = kek_file.with_name(kek_file.name + KEK_PENDING_SUFFIX)
     write_kek_file(pending, new_kek)
     with store.write() as led:
         blocks = led.key_blocks()

@@ -23,7 +23,7 @@ import hmac
 import os
 import secrets
 import stat
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
@@ -64,6 +64,7 @@ COMPONENTS_MIN, COMPONENTS_MAX = 2, 3
 UNWRAPPED_CACHE_MAX = 8192  # clear working keys kept per process (terminals x key changes)
 RETIRED_KEYS_MAX = 3  # earlier working keys a terminal may still use within the grace period
 PVV_LEN = 16
+KEK_PENDING_SUFFIX = ".new"  # the next KEK file while a rotation is under way
 MAC_LEN = 8  # field 64/128: 8 bytes as 16 hex characters
 KSN_HEX_LEN = {"tdes": 20, "aes": 24}
 
@@ -406,9 +407,6 @@ class KeyStore:
     def check_values(self) -> dict[str, str]:
         return dict(self._check_values)
 
-    def names(self) -> list[str]:
-        return sorted(self._blocks)
-
     # -- card numbers and duplicate content ------------------------------------------------
     def pan_hash(self, pan: str, version: int | None = None) -> bytes:
         """The keyed hash of a card number under one key version (the current by default).
@@ -423,9 +421,6 @@ class KeyStore:
     def pan_hashes(self, pan: str) -> list[bytes]:
         """Hashes under every live version, newest first (DESIGN §6 look-up)."""
         return [self.pan_hash(pan, v) for v in sorted(self._pan_keys, reverse=True)]
-
-    def pan_versions(self) -> list[int]:
-        return sorted(self._pan_keys)
 
     def content_mac(self, data: bytes) -> bytes:
         return hmac.new(self._content_key, data, hashlib.sha256).digest()
@@ -605,11 +600,3 @@ def split_transport(value: str) -> list[str]:
         blocks.append(value[pos : pos + length])
         pos += length
     return blocks
-
-
-def iter_terminal_blocks(terminals: Iterable[TerminalKeys]) -> Iterable[str]:
-    for t in terminals:
-        yield from (b for b in (t.mac_key, t.pin_key) if b)
-        for r in t.retired_keys:
-            yield r.mac_key
-            yield r.pin_key
