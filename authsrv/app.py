@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from authsrv.server import Server
 from authsrv.store import LedgerStore
 from keys import KeyStore, KeyStoreError, generate_kek_file, load_kek, new_key_blocks
 from keys.keystore import KEK_PENDING_SUFFIX
+from settlement.day import DayClock, current_open_day
 
 __all__ = ["Host", "init_store", "kek_path", "open_host", "open_keys", "open_store"]
 
@@ -28,8 +30,11 @@ def kek_path(data: Path) -> Path:
     return Path(env) if env else data / KEK_FILE_NAME
 
 
-def init_store(data: Path, map_size_mib: int) -> tuple[LedgerStore, bool]:
-    """Create a store and its working keys. Returns the store and whether a development KEK was
+def init_store(
+    data: Path, map_size_mib: int, clock: DayClock | None = None
+) -> tuple[LedgerStore, bool]:
+    """Create a store and its working keys, and open its first business day (by ``clock``,
+    default: days from midnight UTC). Returns the store and whether a development KEK was
     generated (the caller must say so)."""
     kek_file = kek_path(data)
     generated = False
@@ -41,6 +46,8 @@ def init_store(data: Path, map_size_mib: int) -> tuple[LedgerStore, bool]:
     store = LedgerStore.create(
         data, map_size_bytes=map_size_mib * MIB, key_blocks=new_key_blocks(kek)
     )
+    with store.write() as led:
+        current_open_day(led, clock or DayClock.of("00:00", "UTC"), time.time_ns() // 1_000_000)
     return store, generated
 
 
@@ -85,6 +92,10 @@ class Host:
         self.store.close()
 
 
+def day_clock(cfg: Config) -> DayClock:
+    return DayClock.of(cfg.settlement.cutover_time, cfg.settlement.timezone)
+
+
 def open_host(cfg: Config, worker: int | None = None) -> Host:
     """Open everything a serving host needs (it does not start listening)."""
     log = get_logger() if worker is None else get_logger().bind(worker=worker)
@@ -105,6 +116,7 @@ def open_host(cfg: Config, worker: int | None = None) -> Host:
         demo_mode=cfg.security.demo_mode,
         key_grace_s=cfg.security.key_grace_s,
         pin_tries_max=cfg.security.pin_tries_max,
+        day_clock=day_clock(cfg) if cfg.settlement.auto_cutover else None,
     )
     metrics.dupes_window.set(cfg.store.dup_window_s)
     if cfg.security.demo_mode:
@@ -113,5 +125,5 @@ def open_host(cfg: Config, worker: int | None = None) -> Host:
             detail="terminals without a security profile are served (no MAC, no PIN); "
             "never run live cards like this",
         )
-    server = Server(cfg, processor, metrics, log)
+    server = Server(cfg, processor, metrics, log, clearing_files=worker in (None, 0))
     return Host(cfg, store, keys, metrics, processor, server, log)

@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 import trio
 
 from authsrv.admin import AdminError, add_product, add_store, add_terminal, card_view, issue_cards
-from authsrv.app import init_store, open_host, open_keys, open_store
+from authsrv.app import day_clock, init_store, open_host, open_keys, open_store
 from authsrv.config import Config, ConfigError, load_config
 from authsrv.logs import configure_logging, get_logger
 from authsrv.model import Product, Store, Terminal
@@ -121,7 +121,7 @@ def _money(text: str, currency: str, what: str) -> int:
 # -- init, products, stores, terminals ---------------------------------------------------------
 def cmd_init(args: argparse.Namespace) -> int:
     cfg = _load_cfg(args)
-    store, generated = init_store(cfg.data_path, cfg.store.map_size_mib)
+    store, generated = init_store(cfg.data_path, cfg.store.map_size_mib, day_clock(cfg))
     store.close()
     print(f"created store at {cfg.data_path}")
     if generated:

@@ -116,6 +116,20 @@ class SecurityConfig:
 
 
 @dataclass(slots=True)
+class SettlementConfig:
+    # A business day starts at this local time (HH:MM) on its date, in this IANA time zone.
+    cutover_time: str = "00:00"
+    timezone: str = "UTC"
+    # The host closes the open day itself at its cut-over time (else only `settle cutover`).
+    auto_cutover: bool = True
+    # Where the host writes each closed day's clearing files (created if missing); empty: the
+    # directory "settlement" beside the store's directory.
+    dir: str = ""
+    # Sender id in every clearing file's header (1-11 letters, digits, "_", ".", "-").
+    host_id: str = "AUTHSRV"
+
+
+@dataclass(slots=True)
 class MetricsConfig:
     enabled: bool = True
     host: str = "127.0.0.1"
@@ -133,6 +147,7 @@ class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     security: SecurityConfig = field(default_factory=SecurityConfig)
+    settlement: SettlementConfig = field(default_factory=SettlementConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
@@ -145,6 +160,12 @@ class Config:
         return Path(self.store.path)
 
     @property
+    def settlement_dir(self) -> Path:
+        if self.settlement.dir:
+            return Path(self.settlement.dir)
+        return self.data_path.absolute().parent / "settlement"
+
+    @property
     def writer_queue_max(self) -> int:
         """Requests waiting for the writer: every connection's in-flight window fits."""
         return self.server.connections_max * self.server.inflight_per_connection_max
@@ -154,6 +175,7 @@ SECTIONS: dict[str, type[Any]] = {
     "server": ServerConfig,
     "store": StoreConfig,
     "security": SecurityConfig,
+    "settlement": SettlementConfig,
     "metrics": MetricsConfig,
     "log": LogConfig,
 }
@@ -237,6 +259,7 @@ def validate(cfg: Config) -> None:
     sec = cfg.security
     _range("security.key_grace_s", sec.key_grace_s, 0, 7 * 86_400)
     _range("security.pin_tries_max", sec.pin_tries_max, 1, 10)
+    _validate_settlement(cfg.settlement)
     m = cfg.metrics
     _range("metrics.port", m.port, 0, 65535)
     try:
@@ -246,6 +269,24 @@ def validate(cfg: Config) -> None:
     if cfg.log.level not in ("debug", "info", "warning", "error"):
         raise ConfigError(f"log.level is {cfg.log.level!r}; use debug, info, warning or error")
     assert cfg.writer_queue_max >= s.inflight_per_connection_max
+
+
+_HOST_ID = re.compile(r"[A-Za-z0-9_.-]{1,11}", re.ASCII)
+
+
+def _validate_settlement(st: SettlementConfig) -> None:
+    from settlement.day import parse_cutover_time, parse_timezone
+
+    try:
+        parse_cutover_time(st.cutover_time)
+        parse_timezone(st.timezone)
+    except ValueError as exc:
+        which = "cutover_time" if "HH:MM" in str(exc) else "timezone"
+        raise ConfigError(f"settlement.{which}: {exc}") from None
+    if not _HOST_ID.fullmatch(st.host_id):
+        raise ConfigError(
+            f"settlement.host_id is {st.host_id!r}; use 1-11 letters, digits, '_', '.' or '-'"
+        )
 
 
 def _validate_tls(s: ServerConfig) -> None:

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from authsrv.admin import add_product, add_store, add_terminal, issue_cards
-from authsrv.app import init_store, open_keys
+from authsrv.app import day_clock, init_store, open_keys
 from authsrv.config import Config
 from authsrv.model import Product, Store, Terminal
 
@@ -23,7 +23,7 @@ def provision_demo(cfg: Config) -> Path:
     cards_file = data / DEMO_CARDS_FILE
     if (data / "data.mdb").exists():
         return cards_file
-    store, generated = init_store(data, cfg.store.map_size_mib)
+    store, generated = init_store(data, cfg.store.map_size_mib, day_clock(cfg))
     if generated:
         print(
             f"demo: generated a DEVELOPMENT key-encrypting key at {data}/master.kek "

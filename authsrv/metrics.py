@@ -154,6 +154,22 @@ class Metrics:
         self.holds_expired = Counter(
             "authsrv_holds_expired_total", "Holds released by the expiry sweep", registry=r
         )
+        self.business_days_closed = Counter(
+            "authsrv_business_days_closed_total",
+            "Business days closed by this host's automatic cut-over (empty skipped days too)",
+            registry=r,
+        )
+        self.business_day = Gauge(
+            "authsrv_business_day",
+            "The open business day as the number YYYYMMDD (after the last cut-over seen)",
+            registry=r,
+            multiprocess_mode="max",
+        )
+        self.clearing_files_written = Counter(
+            "authsrv_clearing_files_written_total",
+            "Clearing files (IPM, CSV and digests) written for closed business days",
+            registry=r,
+        )
         self.dupes_pruned = Counter(
             "authsrv_duplicate_records_pruned_total",
             "Duplicate records removed after the duplicate window",

@@ -13,6 +13,7 @@ import msgspec
 
 __all__ = [
     "Account",
+    "BusinessDay",
     "Card",
     "CardState",
     "DupKind",
@@ -143,6 +144,8 @@ class Card(msgspec.Struct, frozen=True, kw_only=True):
     # PIN tries since the last right one.
     pvv: bytes = b""
     pin_tries: int = 0
+    # The store that sold (activated) the card: the liability report's "store of sale".
+    sold_store: str = ""
 
     @property
     def masked(self) -> str:
@@ -181,6 +184,7 @@ class DupRecord(msgspec.Struct, frozen=True, kw_only=True):
     reversed_minor: int = 0
     reversed: bool = False  # a reversal has applied to it (also one that moved 0)
     hold_id: int = 0
+    transfer_seq: int = 0  # the journal transfer the request posted (0: it moved nothing)
 
 
 class HoldState(enum.StrEnum):
@@ -250,6 +254,32 @@ class Transfer(msgspec.Struct, frozen=True, kw_only=True):
     stan: str
     rrn: str
     approval: str
+    local_time: str = ""  # the terminal's fields 13 + 12: MMDDhhmmss ("" for host jobs)
+    original_seq: int = 0  # a reversal: the transfer it gives back (0 when not a reversal)
+
+
+class BusinessDay(msgspec.Struct, frozen=True, kw_only=True):
+    """One business day: the contiguous run of journal transfers committed while it was open.
+
+    The day that is open has ``closed_ms == 0`` and takes every new transfer; the cut-over
+    closes it in one write transaction (``last_seq`` is then the last transfer it holds, or
+    ``first_seq - 1`` when it holds none) and opens the next. A closed day never changes.
+    ``balances`` are the closing balances of every account that is not a card purse (stores,
+    funding accounts), so the next day's movements can be reconciled against them.
+    """
+
+    day: str  # YYYYMMDD
+    opened_ms: int
+    first_seq: int
+    closed_ms: int = 0
+    last_seq: int = 0
+    balances: dict[str, int] = {}
+    how: str = ""  # how it was closed: "auto" (at its cut-over time), "manual", "empty"
+    file_seq: int = 0  # its clearing file's sequence number (1, 2, ... over closed days)
+
+    @property
+    def closed(self) -> bool:
+        return self.closed_ms != 0
 
 
 def card_account(card_id: int, purse: str = PURSE_MONEY) -> str:

@@ -32,6 +32,7 @@ from authsrv.engine import (
 from authsrv.metrics import Metrics
 from authsrv.model import (
     PURSE_MONEY,
+    BusinessDay,
     Card,
     DupKind,
     DupRecord,
@@ -59,6 +60,7 @@ from protocol.messages import (
     response_mti,
 )
 from protocol.tlv import Balance, encode_balances, encode_tlv
+from settlement.day import DayClock, close_open_day, cutover_due, next_day
 
 __all__ = ["Outcome", "Pending", "Processor"]
 
@@ -131,6 +133,7 @@ class Processor:
         demo_mode: bool = False,
         key_grace_s: int = 900,
         pin_tries_max: int = 3,
+        day_clock: DayClock | None = None,
     ) -> None:
         self.store = store
         self.keys = keys
@@ -145,6 +148,10 @@ class Processor:
         self.demo_mode = demo_mode
         self.key_grace_ms = key_grace_s * 1000
         self.pin_tries_max = pin_tries_max
+        # Automatic business-day cut-over (None: only by hand). The open day ends at
+        # _day_ends_ms; until then a batch pays one comparison for it.
+        self.day_clock = day_clock
+        self._day_ends_ms = 0
 
     # -- event loop side ---------------------------------------------------------------------
     def prepare(self, frame: bytes) -> Pending:
@@ -339,12 +346,14 @@ class Processor:
         now_ms = self.clock_ms()
         try:
             with self.store.write() as led:
+                day = self._day_boundary(led, now_ms)
                 # Holds past their expiry no longer count against the available balance, even
                 # before the sweep gets to them (one cursor step when none has expired).
                 for hold in led.expired_holds(now_ms, self.sweep_batch_max):
                     led.close_hold(hold, HoldState.EXPIRED)
                     self.metrics.holds_expired.inc()
                 outcomes = [self._process_one(led, p, now_ms) for p in batch]
+            self._day_committed(day)
         except StoreFull as exc:
             self.metrics.store_errors.labels("full").inc()
             self.log.error("store_full", error=str(exc), batch=len(batch))
@@ -414,9 +423,10 @@ class Processor:
             rrn = req.rrn or _rrn(led.next_seq("rrn"), now_ms)
             if decision.approved:
                 approval = f"{led.next_seq('approval') % 1_000_000:06d}"
+        transfer_seq = 0
         for posting in decision.postings:
             assert card is not None and req.store_id is not None
-            led.post(
+            transfer_seq = led.post(
                 posting,
                 at_ms=now_ms,
                 op=decision.op,
@@ -426,13 +436,20 @@ class Processor:
                 stan=req.stan,
                 rrn=rrn or "",
                 approval=approval or "",
-            )
+                local_time=req.local_date + req.local_time,
+                original_seq=original.transfer_seq if original is not None else 0,
+            ).seq
         if decision.card_state is not None:
             assert card is not None
-            activated_ms = now_ms if decision.op == "activate" else card.activated_ms
-            card = msgspec.structs.replace(
-                card, state=decision.card_state, activated_ms=activated_ms
-            )
+            if decision.op == "activate":
+                card = msgspec.structs.replace(
+                    card,
+                    state=decision.card_state,
+                    activated_ms=now_ms,
+                    sold_store=req.store_id or "",
+                )
+            else:
+                card = msgspec.structs.replace(card, state=decision.card_state)
             led.put_card(card)
         if decision.pin_tries is not None:
             assert card is not None
@@ -492,8 +509,39 @@ class Processor:
             tags=tags,
         )
         if key is not None and decision.rc not in NOT_REMEMBERED:
-            led.put_dupe(key, _record(outcome, pending, req, now_ms, card, hold_id))
+            led.put_dupe(key, _record(outcome, pending, req, now_ms, card, hold_id, transfer_seq))
         return outcome
+
+    def _day_boundary(
+        self, led: Ledger, now_ms: int
+    ) -> tuple[int, list[BusinessDay], BusinessDay | None] | None:
+        """Close the open business day in this transaction when its cut-over time has come;
+        None while the day is known to run on (no LMDB access then)."""
+        if self.day_clock is None or now_ms < self._day_ends_ms:
+            return None
+        due, ends_ms = cutover_due(led, self.day_clock, now_ms)
+        if not due:
+            return ends_ms, [], None
+        closed, opened = close_open_day(led, self.day_clock, now_ms, how="auto")
+        return self.day_clock.start_ms(next_day(opened.day)), closed, opened
+
+    def _day_committed(self, day: tuple[int, list[BusinessDay], BusinessDay | None] | None) -> None:
+        """After the commit: remember when the open day ends, say which days closed."""
+        if day is None:
+            return
+        self._day_ends_ms, closed, opened = day
+        for record in closed:
+            self.metrics.business_days_closed.inc()
+            self.log.info(
+                "business_day_closed",
+                day=record.day,
+                how=record.how,
+                transfers=record.last_seq - record.first_seq + 1,
+                file_seq=record.file_seq,
+            )
+        if opened is not None:
+            self.metrics.business_day.set(int(opened.day))
+            self.log.info("business_day_opened", day=opened.day, first_seq=opened.first_seq)
 
     def _ksn_fresh(self, led: Ledger, req: Request, counter: int) -> bool:
         """A DUKPT counter must exceed the last one accepted from the device; checked after the
@@ -601,12 +649,14 @@ class Processor:
         """
         now_ms = self.clock_ms()
         with self.store.write() as led:
+            day = self._day_boundary(led, now_ms)
             expired = led.expired_holds(now_ms, self.sweep_batch_max)
             for hold in expired:
                 led.close_hold(hold, HoldState.EXPIRED)
             pruned = led.prune_dupes(now_ms - self.dup_window_ms, self.sweep_batch_max)
             oldest = led.oldest_dupe_ms()
             stored = led.dupes_count()
+        self._day_committed(day)
         self.metrics.holds_expired.inc(len(expired))
         self.metrics.dupes_pruned.inc(pruned)
         self.metrics.dupes_stored.set(stored)
@@ -658,7 +708,13 @@ def content_fields(req: Request) -> bytes:
 
 
 def _record(
-    outcome: Outcome, pending: Pending, req: Request, now_ms: int, card: Card | None, hold_id: int
+    outcome: Outcome,
+    pending: Pending,
+    req: Request,
+    now_ms: int,
+    card: Card | None,
+    hold_id: int,
+    transfer_seq: int,
 ) -> DupRecord:
     d = outcome.decision
     return DupRecord(
@@ -680,6 +736,7 @@ def _record(
         card_masked=outcome.card_masked or "",
         card_expiry=outcome.card_expiry or "",
         hold_id=hold_id,
+        transfer_seq=transfer_seq,
     )
 
 

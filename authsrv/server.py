@@ -40,12 +40,17 @@ from authsrv.metrics import Metrics
 from authsrv.processor import Pending, Processor
 from protocol.framing import FrameError, FrameReader, encode_frame
 from protocol.messages import Unreadable
+from settlement.clearing import ClearingFileError
+from settlement.day import DayError
+from settlement.ledger import days_without_files, write_day_files
 
 __all__ = ["Server", "tls_context"]
 
 RECEIVE_BYTES_MAX = 65_536
 # While draining, a connection is closed once its terminal has sent nothing for this long.
 DRAIN_QUIET_S = 0.2
+# After a clearing file could not be written (a full disk, say): wait before trying again.
+CLEARING_RETRY_S = 60.0
 # A TLS handshake is two round trips: even a terminal on a slow mobile link completes it well
 # within this; a slower one holds a connection slot that long at most (capped by idle_timeout_s).
 TLS_HANDSHAKE_TIMEOUT_S = 10.0
@@ -114,8 +119,18 @@ class Server:
     that connection only; an exception from the writer (a broken invariant) ends :meth:`run`.
     """
 
-    def __init__(self, cfg: Config, processor: Processor, metrics: Metrics, log: Any) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        processor: Processor,
+        metrics: Metrics,
+        log: Any,
+        *,
+        clearing_files: bool = True,
+    ) -> None:
         self.cfg = cfg
+        # Whether this process writes closed days' clearing files (one worker of several).
+        self.clearing_files = clearing_files and cfg.settlement.auto_cutover
         self.processor = processor
         self.metrics = metrics
         self.log = log
@@ -159,6 +174,8 @@ class Server:
         async with trio.open_nursery() as outer:
             writer_done = trio.Event()
             outer.start_soon(self._writer_loop, writer_done)
+            if self.clearing_files:
+                outer.start_soon(self._clearing_loop)
             if handle_signals:
                 outer.start_soon(self._watch_signals)
             with trio.CancelScope() as hard:
@@ -258,6 +275,33 @@ class Server:
                         pending.done.set()
         finally:
             done.set()
+
+    async def _clearing_loop(self) -> None:
+        """Write the clearing files of every closed day that lacks them (after a cut-over, or
+        after a restart that interrupted one), in a thread, from a read snapshot."""
+        st = self.cfg.settlement
+        directory = self.cfg.settlement_dir
+        every_s = self.cfg.store.sweep_interval_s
+        while True:
+            try:
+                missing = await trio.to_thread.run_sync(
+                    days_without_files, self.processor.store, directory
+                )
+                for day in missing:
+                    files = await trio.to_thread.run_sync(
+                        write_day_files, self.processor.store, directory, st.host_id, day
+                    )
+                    self.metrics.clearing_files_written.inc()
+                    self.log.info(
+                        "clearing_files_written",
+                        day=day,
+                        records=files.records,
+                        file=str(files.paths.ipm),
+                    )
+            except (OSError, ClearingFileError, DayError) as exc:
+                self.log.error("clearing_files_failed", error=str(exc), retry_in_s=CLEARING_RETRY_S)
+                await trio.sleep(CLEARING_RETRY_S)
+            await trio.sleep(every_s)
 
     # -- connections ------------------------------------------------------------------------
     async def _handle(self, stream: trio.abc.Stream) -> None:

@@ -22,6 +22,7 @@ import msgspec
 
 from authsrv.model import (
     Account,
+    BusinessDay,
     Card,
     DupRecord,
     ExceptionCase,
@@ -55,6 +56,7 @@ DBS = (
     "holds_by_expiry",  # expires_ms + hold id -> b"" (the expiry sweep)
     "card_held",  # card id -> total of open holds
     "exceptions",  # seq -> ExceptionCase
+    "days",  # YYYYMMDD -> BusinessDay
 )
 MAX_DBS = 32
 MAX_READERS = 256
@@ -72,6 +74,8 @@ _dec_transfer = msgspec.msgpack.Decoder(Transfer)
 _dec_dup = msgspec.msgpack.Decoder(DupRecord)
 _dec_hold = msgspec.msgpack.Decoder(Hold)
 _dec_exception = msgspec.msgpack.Decoder(ExceptionCase)
+_dec_day = msgspec.msgpack.Decoder(BusinessDay)
+CARD_ACCOUNT_PREFIX = b"card:"
 
 
 class StoreError(Exception):
@@ -104,6 +108,7 @@ class _Dbs:
     holds_by_expiry: Any
     card_held: Any
     exceptions: Any
+    days: Any
 
 
 class Ledger:
@@ -266,6 +271,8 @@ class Ledger:
         stan: str,
         rrn: str,
         approval: str,
+        local_time: str = "",
+        original_seq: int = 0,
     ) -> Transfer:
         """Apply one double-entry posting and journal it."""
         assert posting.amount_minor > 0, posting
@@ -295,6 +302,8 @@ class Ledger:
             stan=stan,
             rrn=rrn,
             approval=approval,
+            local_time=local_time,
+            original_seq=original_seq,
         )
         added = self.txn.put(_u64(seq), _enc.encode(transfer), db=self.dbs.journal, append=True)
         assert added, "journal sequence reused"
@@ -408,6 +417,64 @@ class Ledger:
     def journal(self) -> Iterator[Transfer]:
         return self._all(self.dbs.journal, _dec_transfer)
 
+    def journal_range(self, first_seq: int, last_seq: int) -> Iterator[Transfer]:
+        """Transfers ``first_seq`` to ``last_seq`` (both included), in order."""
+        cursor = self.txn.cursor(db=self.dbs.journal)
+        if first_seq > last_seq or not cursor.set_range(_u64(first_seq)):
+            return
+        for key, raw in cursor.iternext():
+            if int.from_bytes(key, "big") > last_seq:
+                break
+            yield _dec_transfer.decode(raw)
+
+    def transfer(self, seq: int) -> Transfer | None:
+        raw = self.txn.get(_u64(seq), db=self.dbs.journal)
+        return None if raw is None else _dec_transfer.decode(raw)
+
+    def last_transfer_seq(self) -> int:
+        """The last journal sequence committed (counters this transaction advanced included)."""
+        if "transfer" in self._seqs:
+            return self._seqs["transfer"]
+        raw = self.txn.get(b"seq:transfer", db=self.dbs.meta)
+        return int.from_bytes(raw, "big") if raw else 0
+
+    def non_card_balances(self) -> dict[str, int]:
+        """Balances of every account that is not a card purse (stores, funding accounts)."""
+        result: dict[str, int] = {}
+        cursor = self.txn.cursor(db=self.dbs.accounts)
+        if not cursor.first():
+            return result
+        while True:
+            key = cursor.key()
+            if key.startswith(CARD_ACCOUNT_PREFIX):
+                # Skip the card purses in one step: ";" sorts right after ":".
+                if not cursor.set_range(CARD_ACCOUNT_PREFIX[:-1] + b";"):
+                    break
+                continue
+            result[key.decode()] = _dec_account.decode(cursor.value()).balance_minor
+            if not cursor.next():
+                break
+        return result
+
+    # -- business days ----------------------------------------------------------------------
+    def day(self, day: str) -> BusinessDay | None:
+        raw = self.txn.get(day.encode(), db=self.dbs.days)
+        return None if raw is None else _dec_day.decode(raw)
+
+    def put_day(self, record: BusinessDay) -> None:
+        self.txn.put(record.day.encode(), _enc.encode(record), db=self.dbs.days)
+
+    def days(self) -> list[BusinessDay]:
+        """Every business day, oldest first (the open one last)."""
+        return list(self._all(self.dbs.days, _dec_day))
+
+    def open_day(self) -> BusinessDay | None:
+        cursor = self.txn.cursor(db=self.dbs.days)
+        if not cursor.last():
+            return None
+        last = _dec_day.decode(cursor.value())
+        return None if last.closed else last
+
     def card_history(self, card_id: int, limit: int) -> list[Transfer]:
         """The newest ``limit`` transfers of one card, oldest first."""
         prefix = _u64(card_id)
@@ -438,7 +505,9 @@ class LedgerStore:
             raise StoreError(f"no store at {path}; create one with `authsrv init --data {path}`")
         self.path = path
         self.env = self._open(path, map_size_bytes, readonly)
-        self._dbs = self._open_dbs(create=False)
+        # A store made by an older release lacks the databases added since: a writable open
+        # adds them (empty), a read-only one reports them.
+        self._dbs = self._open_dbs(create=not readonly)
         with self.read() as led:
             version = led.meta("schema")
         if version != str(SCHEMA_VERSION).encode():
@@ -467,7 +536,10 @@ class LedgerStore:
             try:
                 handles[name] = self.env.open_db(name.encode(), create=create)
             except lmdb.NotFoundError:
-                raise StoreError(f"store at {self.path} lacks database {name}") from None
+                raise StoreError(
+                    f"store at {self.path} lacks database {name} (made by an older release); "
+                    "open it once writable, e.g. with `authsrv serve`, to add it"
+                ) from None
         return _Dbs(**handles)
 
     @classmethod

@@ -346,6 +346,7 @@ def _load_cards(store: LedgerStore, layout: Layout, numbers: CardNumbers) -> tup
             for offset, (pan, digest, pvv) in enumerate(zip(pans, digests, pvvs, strict=True)):
                 index = start + offset
                 card_id = led.next_seq("card")
+                store_id = layout.store_of_card(index)
                 led.put_card(
                     Card(
                         id=card_id,
@@ -359,10 +360,10 @@ def _load_cards(store: LedgerStore, layout: Layout, numbers: CardNumbers) -> tup
                         issued_ms=now_ms,
                         activated_ms=now_ms,
                         pvv=pvv,
+                        sold_store=store_id,
                     ),
                     digest,
                 )
-                store_id = layout.store_of_card(index)
                 led.post(
                     Posting(
                         store_account(store_id, CURRENCY), card_account(card_id), balance, CURRENCY

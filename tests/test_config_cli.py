@@ -127,7 +127,7 @@ def _error_id(toml: str, env: Mapping[str, str], overrides: Mapping[str, Any]) -
 # fmt: off
 CONFIG_ERRORS: list[tuple[str, dict[str, str], dict[str, Any], list[str]]] = [
     ("[bogus]\nx = 1", {}, {},
-     ["unknown section [bogus]", "known: server, store, security, metrics"]),
+     ["unknown section [bogus]", "known: server, store, security, settlement, metrics"]),
     ("[server]\nprot = 1", {}, {}, ["unknown setting server.prot", "known: host, port"]),
     ('[server]\nport = "abc"', {}, {}, ["server.port", "must be a whole number", "'abc'"]),
     ("[server]\nport = true", {}, {}, ["server.port", "must be a whole number"]),
