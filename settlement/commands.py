@@ -1,17 +1,26 @@
-"""``authsrv settle``: clearing files (verify, describe); later cut-over, reports and import.
+"""``authsrv settle``: business days (cut-over, list), clearing files (write, verify,
+describe).
 
 Each action is a sub-subcommand (``authsrv settle verify FILE``), so that the ones that need
-the store (``cutover``, ``report``, ``import``) can take ``--data``/``--config`` and the ones
-that read a file need not.
+the store (``cutover``, ``days``, ``clearing``) take ``--data``/``--config`` and the ones that
+read a file need not.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from settlement.day import DayClock, next_day
+
+if TYPE_CHECKING:
+    from authsrv.config import Config
+    from authsrv.store import LedgerStore
 
 __all__ = ["add_settle_parser", "cmd_settle"]
 
@@ -24,10 +33,13 @@ def add_settle_parser(sub: Any, add: Callable[..., argparse.ArgumentParser]) -> 
     p = add(
         sub,
         "settle",
-        "settlement: check and read the clearing files of closed business days",
+        "settlement: business days, the cut-over, and the clearing files of closed days",
         [
-            "authsrv settle verify out/clearing-20261122-000001.ipm",
-            "authsrv settle describe out/clearing-20261122-000001.ipm | less",
+            "authsrv settle days",
+            "authsrv settle cutover",
+            "authsrv settle clearing 20261122",
+            "authsrv settle verify settlement/clearing-20261122-000001.ipm",
+            "authsrv settle describe settlement/clearing-20261122-000001.ipm | less",
         ],
         cmd_settle,
         store_args=False,
@@ -67,12 +79,79 @@ def add_settle_parser(sub: Any, add: Callable[..., argparse.ArgumentParser]) -> 
         store_args=False,
     )
     d.add_argument("file", type=Path, help="the clearing file (.ipm)")
+    c = add(
+        actions,
+        "cutover",
+        "close the open business day now (one write transaction, safe while the host runs), "
+        "open the next, and write the closed day's clearing files; the host also does this "
+        "by itself at settlement.cutover_time",
+        [
+            "authsrv settle cutover --data /var/lib/authsrv",
+            "authsrv settle cutover --no-files   # the host writes them within seconds",
+        ],
+        cmd_settle,
+    )
+    c.add_argument("--no-files", dest="files", action="store_false", help="close the day only")
+    _out_arg(c)
+    d = add(
+        actions,
+        "days",
+        "list the business days: open or closed, how, their transfers and clearing files",
+        ["authsrv settle days", "authsrv settle days --last 7"],
+        cmd_settle,
+    )
+    d.add_argument(
+        "--last", type=_positive, default=31, metavar="N", help="the newest N days (default 31)"
+    )
+    _out_arg(d)
+    w = add(
+        actions,
+        "clearing",
+        "write the clearing files (IPM, CSV, SHA-256 digests) of closed business days: the "
+        "bytes depend on the ledger only, so a file written again is identical",
+        [
+            "authsrv settle clearing 20261122",
+            "authsrv settle clearing --missing --out /srv/outbound",
+        ],
+        cmd_settle,
+    )
+    which = w.add_mutually_exclusive_group(required=True)
+    which.add_argument("day", nargs="?", help="the business day YYYYMMDD")
+    which.add_argument(
+        "--missing",
+        action="store_true",
+        help="every closed day whose files are not in the directory",
+    )
+    _out_arg(w)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} must be at least 1")
+    return value
+
+
+def _out_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="directory of the clearing files (default: settlement.dir, else 'settlement' "
+        "beside the store directory)",
+    )
 
 
 def cmd_settle(args: argparse.Namespace) -> int:
     actions: dict[str, Callable[[argparse.Namespace], int]] = {
         "verify": _verify,
         "describe": _describe,
+        "cutover": _cutover,
+        "days": _days,
+        "clearing": _clearing,
     }
     return actions[args.settle_command](args)
 
@@ -109,3 +188,136 @@ def _describe(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     sys.stdout.write(text)
     return EXIT_OK
+
+
+# --- business days ---------------------------------------------------------------------------
+
+
+def _dir(args: argparse.Namespace, cfg: Config) -> Path:
+    return Path(args.out) if args.out is not None else cfg.settlement_dir
+
+
+def _write(args: argparse.Namespace, cfg: Config, store: LedgerStore, day: str) -> bool:
+    from settlement.clearing import ClearingFileError, verify_clearing_file
+    from settlement.ledger import write_day_files
+
+    try:
+        files = write_day_files(store, _dir(args, cfg), cfg.settlement.host_id, day)
+        report = verify_clearing_file(files.paths.ipm)
+    except ClearingFileError as exc:
+        _fail(args, f"FAILED: clearing file of {day}: {exc}")
+        return False
+    sys.stdout.write(f"wrote {files.paths.ipm} and {files.paths.csv.name} (+ .sha256)\n")
+    sys.stdout.write(report.line() + "\n")
+    return True
+
+
+def _cutover(args: argparse.Namespace) -> int:
+    from authsrv.app import day_clock
+    from authsrv.cli import _load_cfg, _store
+    from settlement.day import DayError, close_open_day
+
+    cfg = _load_cfg(args)
+    clock = day_clock(cfg)
+    with _store(cfg) as store:
+        try:
+            with store.write() as led:
+                closed, opened = close_open_day(led, clock, _now_ms(), how="manual")
+        except DayError as exc:
+            _fail(args, f"refused: {exc}")
+            return EXIT_FAILED
+        for d in closed:
+            n = d.last_seq - d.first_seq + 1
+            kind = " (empty: the host was not running)" if d.how == "empty" else ""
+            sys.stdout.write(f"closed business day {d.day}: {n} transfers{kind}\n")
+        early = ""
+        if opened.day > clock.day_of(_now_ms()):
+            early = f" (opened early: its date starts {_local(clock, clock.start_ms(opened.day))})"
+        sys.stdout.write(
+            f"business day {opened.day} is open (from transfer {opened.first_seq}); "
+            f"its cut-over is at {_local(clock, clock.start_ms(next_day(opened.day)))}{early}\n"
+        )
+        if args.files:
+            for d in closed:
+                if not _write(args, cfg, store, d.day):
+                    return EXIT_FAILED
+    return EXIT_OK
+
+
+def _days(args: argparse.Namespace) -> int:
+    from authsrv.app import day_clock
+    from authsrv.cli import _load_cfg, _store
+    from settlement.clearing import clearing_file_stem
+
+    cfg = _load_cfg(args)
+    clock = day_clock(cfg)
+    directory = _dir(args, cfg)
+    with _store(cfg, readonly=True) as store, store.read() as led:
+        days = led.days()
+        last = led.last_transfer_seq()
+    rows = [("day", "state", "transfers", "opened", "closed", "clearing file")]
+    for d in days[-args.last :]:
+        if d.closed:
+            n = d.last_seq - d.first_seq + 1
+            stem = clearing_file_stem(d.day, d.file_seq)
+            present = (directory / f"{stem}.ipm.sha256").exists()
+            rows.append(
+                (
+                    d.day,
+                    f"closed ({d.how})",
+                    str(n),
+                    _local(clock, d.opened_ms),
+                    _local(clock, d.closed_ms),
+                    f"{stem}.ipm" if present else "MISSING (authsrv settle clearing --missing)",
+                )
+            )
+        else:
+            rows.append(
+                (
+                    d.day,
+                    "open",
+                    str(last - d.first_seq + 1),
+                    _local(clock, d.opened_ms),
+                    "at " + _local(clock, clock.start_ms(next_day(d.day))),
+                    "",
+                )
+            )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        sys.stdout.write(
+            "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() + "\n"
+        )
+    sys.stdout.write(f"clearing files in {directory}\n")
+    return EXIT_OK
+
+
+def _clearing(args: argparse.Namespace) -> int:
+    from authsrv.cli import _load_cfg, _store
+    from settlement.day import DayError, parse_day
+    from settlement.ledger import days_without_files
+
+    cfg = _load_cfg(args)
+    with _store(cfg, readonly=True) as store:
+        try:
+            if args.missing:
+                days = days_without_files(store, _dir(args, cfg))
+                if not days:
+                    sys.stdout.write(f"every closed day has its files in {_dir(args, cfg)}\n")
+            else:
+                parse_day(args.day)
+                days = [args.day]
+            for day in days:
+                if not _write(args, cfg, store, day):
+                    return EXIT_FAILED
+        except DayError as exc:
+            _fail(args, f"error: {exc}")
+            return EXIT_USAGE
+    return EXIT_OK
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _local(clock: DayClock, at_ms: int) -> str:
+    return datetime.fromtimestamp(at_ms / 1000, tz=clock.tz).strftime("%Y-%m-%d %H:%M:%S %Z")
