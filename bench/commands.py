@@ -158,6 +158,15 @@ def add_bench_parser(sub: Any, add: Callable[..., argparse.ArgumentParser]) -> N
         "against a server that returns each frame (after the main run)",
     )
     o.add_argument("--echo-only", action="store_true", help="only the echo baseline")
+    o.add_argument(
+        "--clearing",
+        type=int,
+        default=None,
+        metavar="RECORDS",
+        help="instead of authorizations: fill one business day to RECORDS clearing records "
+        "(the cards' activations, then redeems, loads, refunds, reversals posted to the "
+        "ledger), close it, and time writing and verifying its clearing files",
+    )
     o.add_argument("--json", action="store_true", help="the report as JSON on stdout")
     o.add_argument(
         "--slo",
@@ -335,6 +344,8 @@ def _run(args: argparse.Namespace) -> int:
     from bench.security import TerminalKeyset, prepare_security
 
     _check_args(args)
+    if args.clearing is not None:
+        return _clearing(args)
     mix = _parse_mix(args.mix)
     hot_requests, hot_cards = _parse_hot(args)
     try:
@@ -589,6 +600,55 @@ def _run(args: argparse.Namespace) -> int:
         print(render_text(report))
     sys.stdout.flush()
     return code
+
+
+def _clearing(args: argparse.Namespace) -> int:
+    """``--clearing RECORDS``: the clearing file of a business day of that many records."""
+    from bench.clearing import run_clearing_bench
+    from bench.provision import BenchError, CardNumbers, provision
+    from bench.report import cores_available
+
+    if not 1 <= args.clearing <= 10_000_000:
+        raise BenchError("--clearing must be between 1 and 10000000 records")
+    if args.data is not None and args.data.exists() and any(args.data.iterdir()):
+        raise BenchError("--clearing builds its own day: give a new --data directory or none")
+    layout = _layout(args, args.terminals)
+    if layout.cards > args.clearing:
+        raise BenchError("--clearing must be at least --cards (their activations are records)")
+    temp = Path(tempfile.mkdtemp(prefix="authsrv-bench-")) if args.data is None else None
+    work = temp if temp is not None else args.data
+    try:
+        _say(f"provisioning {layout.cards:,} cards")
+        report = provision(work / "store", layout, CardNumbers(layout.seed, layout.cards))
+        _say(f"filling the day to {args.clearing:,} records, closing it, writing its files")
+        result = run_clearing_bench(
+            work / "store", layout, args.clearing, layout.seed, work / "settlement"
+        )
+    finally:
+        if temp is not None:
+            shutil.rmtree(temp, ignore_errors=True)
+    out: dict[str, Any] = {
+        "bench": {"mode": "clearing", "cards": layout.cards, "seed": layout.seed},
+        "machine": {"cores": cores_available()},
+        "provisioning_s": round(report.total_s, 1),
+        "result": result.as_dict(),
+    }
+    if args.json:
+        sys.stdout.write(json.dumps(out, indent=2) + "\n")
+    else:
+        r = result.as_dict()
+        sys.stdout.write(
+            f"clearing file of one business day, {r['records']:,} records "
+            f"({cores_available()} cores)\n"
+            f"  posting the day's transfers   {r['append_s']:8.1f} s (setup, not timed below)\n"
+            f"  build + write IPM, CSV, .sha256 {r['build_write_s']:6.1f} s "
+            f"({r['records_per_s']:,} records/s)\n"
+            f"  settle verify                 {r['verify_s']:8.1f} s\n"
+            f"  files                         IPM {r['ipm_bytes']:,} bytes, "
+            f"CSV {r['csv_bytes']:,} bytes\n"
+            f"  peak RSS of the bench         {r['rss_max_mib']:8.1f} MiB\n"
+        )
+    return EXIT_OK
 
 
 def _check(data: Path, cards: int) -> dict[str, Any]:

@@ -451,3 +451,28 @@ def test_usage_errors_are_one_line() -> None:
     assert out.returncode == 2
     assert out.stderr.strip().count("\n") == 0
     assert "--poisson goes with --rate" in out.stderr
+
+
+def test_clearing_bench_writes_and_verifies_a_day(tmp_path: Path) -> None:
+    data = tmp_path / "bench"
+    out = run_cli(
+        "bench", "--clearing", "3000", "--cards", "300", "--data", str(data), "--json", timeout=120
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout)["result"]
+    assert result["records"] == 3000
+    assert result["build_write_s"] > 0 and result["ipm_bytes"] > 0
+    files = sorted(p.name for p in (data / "settlement").iterdir())
+    assert len(files) == 4 and files[0].startswith("clearing-")
+    ipm = next((data / "settlement").glob("*.ipm"))
+    from settlement.clearing import read_clearing_file
+
+    records = read_clearing_file(ipm).records
+    ops = {r.op for r in records}
+    assert {"activate", "redeem", "load", "refund"} <= ops
+    reversals = [r for r in records if r.original is not None]
+    assert reversals and all(r.dc == "C" and r.op == "redeem" for r in reversals)
+    ids = {r.record_id for r in records}
+    assert all(r.original is not None and r.original.record_id in ids for r in reversals)
+    again = run_cli("bench", "--clearing", "3000", "--data", str(data), timeout=60)
+    assert again.returncode == 2 and "new --data" in again.stderr
