@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from authsrv.model import (
+    CARD_ACCOUNT_PREFIX,
     PURSE_MONEY,
     Card,
     CardState,
@@ -32,12 +33,15 @@ from authsrv.model import (
 )
 from protocol.cards import luhn_valid
 from protocol.messages import Request
+from protocol.reconciliation import Totals
 
 __all__ = [
+    "BatchEntry",
     "CardContext",
     "Context",
     "Decision",
     "PinCheck",
+    "batch_entry",
     "decide",
     "duplicate_verdict",
     "operation_of",
@@ -56,6 +60,7 @@ OPERATIONS: dict[tuple[str, str], str] = {
     ("0200", "31"): "balance",
     ("0200", "72"): "activate",
     ("0220", "00"): "completion",  # "advice" when it names no original (field 90)
+    ("0500", "92"): "reconcile",  # terminal reconciliation: the batch totals (920000)
 }
 REVERSAL_CLASSES = frozenset({"0400", "0420"})
 ADVICE_CLASSES = frozenset({"0220", "0420"})
@@ -123,6 +128,7 @@ class Context:
     hold: Hold | None = None
     pin: PinCheck = PinCheck.ABSENT
     pin_tries_max: int = 3
+    batch: Totals | None = None  # a 0500: the terminal's open batch in field 49's currency
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +150,9 @@ class Decision:
     exceptions: tuple[str, ...] = ()  # advice cases to record (below_zero, ...)
     pin_tries: int | None = None  # the card's new count of wrong PIN tries
     key_change: bool = False  # give the terminal new working keys (0800 70=101)
+    # A 0500: the host's totals of the terminal's open batch, answered in the 0510; the batch
+    # is closed with them (on 00 and on 95).
+    batch_totals: Totals | None = None
 
     @property
     def approved(self) -> bool:
@@ -199,6 +208,8 @@ def decide(req: Request, ctx: Context) -> Decision:
         return Decision("03", op)
     if terminal.signon_required and not terminal.signed_on:
         return Decision("91", op)
+    if op == "reconcile":
+        return _decide_reconcile(req, op, ctx)
     if op == "reversal":
         return _decide_reversal(req, op, ctx)
     if op in ("completion", "advice"):
@@ -218,6 +229,43 @@ def decide(req: Request, ctx: Context) -> Decision:
 
 def _dt(now_ms: int) -> datetime:
     return datetime.fromtimestamp(now_ms / 1000, tz=UTC)
+
+
+def _decide_reconcile(req: Request, op: str, ctx: Context) -> Decision:
+    """0500: in balance (00) when the terminal's eight figures and its net (field 97) are the
+    host's; out of balance (95) otherwise. Either way the batch closes with the host's totals."""
+    assert req.totals is not None and req.net_minor is not None  # mandatory in a 0500
+    host = ctx.batch if ctx.batch is not None else Totals()
+    in_balance = req.totals == host and req.net_minor == host.net_minor
+    return Decision("00" if in_balance else "95", op, batch_totals=host)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchEntry:
+    """What one decision adds to its terminal's open batch."""
+
+    kind: str  # credits, credit_reversals, debits, debit_reversals
+    currency: str
+    amount_minor: int
+
+
+def batch_entry(decision: Decision) -> BatchEntry | None:
+    """The batch figure a decision moves money under, seen from the card: value put on the card
+    is a credit, value taken off it a debit; a reversal counts by what it reverses (giving a
+    redeem back puts value on the card: a debit reversal). None when no money moved (declines,
+    balance inquiries, holds, a reversal that had nothing to restore).
+    """
+    if not decision.postings:
+        return None
+    assert len(decision.postings) == 1, "a decision moves money in one posting"
+    posting = decision.postings[0]
+    onto_card = posting.credit.startswith(CARD_ACCOUNT_PREFIX)
+    assert onto_card != posting.debit.startswith(CARD_ACCOUNT_PREFIX), "card to card"
+    if decision.op == "reversal":
+        kind = "debit_reversals" if onto_card else "credit_reversals"
+    else:
+        kind = "credits" if onto_card else "debits"
+    return BatchEntry(kind, posting.unit, posting.amount_minor)
 
 
 def _decide_network(op: str, terminal: Terminal) -> Decision:

@@ -170,6 +170,12 @@ class Metrics:
             "Clearing files (IPM, CSV and digests) written for closed business days",
             registry=r,
         )
+        self.batches_closed = Counter(
+            "authsrv_batches_closed_total",
+            "Terminal batches closed by a 0500, by response code: 00 in balance, 95 out of balance",
+            ["rc"],
+            registry=r,
+        )
         self.dupes_pruned = Counter(
             "authsrv_duplicate_records_pruned_total",
             "Duplicate records removed after the duplicate window",

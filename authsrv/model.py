@@ -11,16 +11,21 @@ import enum
 
 import msgspec
 
+from protocol.reconciliation import Totals
+
 __all__ = [
+    "CARD_ACCOUNT_PREFIX",
     "Account",
     "BusinessDay",
     "Card",
     "CardState",
+    "ClosedBatch",
     "DupKind",
     "DupRecord",
     "ExceptionCase",
     "Hold",
     "HoldState",
+    "OpenBatch",
     "Posting",
     "Product",
     "RetiredKeys",
@@ -33,6 +38,7 @@ __all__ = [
 ]
 
 PURSE_MONEY = "60"  # field 3 / field 54 account type of the money purse
+CARD_ACCOUNT_PREFIX = "card:"  # every card purse's account key starts with it
 
 
 class CardState(enum.StrEnum):
@@ -185,6 +191,7 @@ class DupRecord(msgspec.Struct, frozen=True, kw_only=True):
     reversed: bool = False  # a reversal has applied to it (also one that moved 0)
     hold_id: int = 0
     transfer_seq: int = 0  # the journal transfer the request posted (0: it moved nothing)
+    batch: Totals | None = None  # a 0500: the host's totals it was answered with (no card data)
 
 
 class HoldState(enum.StrEnum):
@@ -220,6 +227,37 @@ class ExceptionCase(msgspec.Struct, frozen=True, kw_only=True):
     terminal_id: str
     store_id: str
     stan: str
+
+
+class OpenBatch(msgspec.Struct, frozen=True, kw_only=True):
+    """A terminal's open batch in one currency: what its requests moved since its last 0500.
+
+    Created by the terminal's first money-moving request after a close; a 0500 closes it (the
+    next batch starts from zero).
+    """
+
+    terminal_id: str
+    currency: str
+    opened_ms: int  # the first transfer's time
+    totals: Totals
+
+
+class ClosedBatch(msgspec.Struct, frozen=True, kw_only=True):
+    """A batch closed by a 0500: both sides' totals, and what the terminal's differ by."""
+
+    seq: int  # the host's close sequence (1, 2, ... over all terminals)
+    terminal_id: str
+    store_id: str
+    currency: str
+    batch_number: str  # field 60 as sent
+    rc: str  # 00 in balance, 95 out of balance
+    opened_ms: int  # 0: nothing moved in the batch
+    closed_ms: int
+    stan: str
+    host: Totals
+    terminal: Totals
+    terminal_net_minor: int  # field 97 as sent
+    difference: dict[str, int]  # terminal minus host, per figure and "net_minor"
 
 
 class Account(msgspec.Struct, frozen=True, array_like=True):
@@ -288,7 +326,7 @@ def card_account(card_id: int, purse: str = PURSE_MONEY) -> str:
     >>> card_account(7)
     'card:000000000007:60'
     """
-    return f"card:{card_id:012d}:{purse}"
+    return f"{CARD_ACCOUNT_PREFIX}{card_id:012d}:{purse}"
 
 
 def store_account(store_id: str, unit: str) -> str:

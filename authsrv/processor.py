@@ -25,6 +25,7 @@ from authsrv.engine import (
     Context,
     Decision,
     PinCheck,
+    batch_entry,
     decide,
     duplicate_verdict,
     operation_of,
@@ -34,6 +35,7 @@ from authsrv.model import (
     PURSE_MONEY,
     BusinessDay,
     Card,
+    ClosedBatch,
     DupKind,
     DupRecord,
     ExceptionCase,
@@ -52,6 +54,7 @@ from protocol.currency import format_minor
 from protocol.errors import FormatError
 from protocol.messages import (
     ECHOED,
+    ECHOED_BY_CLASS,
     FIELD_CHECKS,
     Request,
     decode_fields,
@@ -59,13 +62,17 @@ from protocol.messages import (
     parse_request,
     response_mti,
 )
+from protocol.reconciliation import TOTALS_FIELDS, difference
 from protocol.tlv import Balance, encode_balances, encode_tlv
 from settlement.day import DayClock, close_open_day, cutover_due, next_day
 
 __all__ = ["Outcome", "Pending", "Processor"]
 
-# Requests remembered under their duplicate key (DESIGN §5); 0800 and 0500 are not.
-DUPLICATE_CLASSES = frozenset({"0100", "0200", "0220", "0400", "0420"})
+# Requests remembered under their duplicate key (DESIGN §5); 0800 is not.
+DUPLICATE_CLASSES = frozenset({"0100", "0200", "0220", "0400", "0420", "0500"})
+# Requests that take a retrieval reference number (and an approval code when approved): the
+# transactions. A 0500 reconciles a batch of them and takes neither.
+RRN_CLASSES = frozenset({"0100", "0200", "0220", "0400", "0420"})
 # Requests that name an original in field 90.
 ORIGINAL_CLASSES = frozenset({"0220", "0400", "0420"})
 # Decisions not remembered: the request changed nothing and may be sent again corrected.
@@ -84,6 +91,7 @@ class Outcome:
     card_expiry: str | None = None
     replayed: bool = False
     tags: Mapping[str, str] | None = None  # field 63 tags beyond the balance (a key change)
+    closed_batch: ClosedBatch | None = None  # a 0500 that closed a batch (logged after commit)
 
 
 @dataclass(slots=True)
@@ -319,7 +327,7 @@ class Processor:
     def _format_error_response(self, pending: Pending) -> bytes:
         assert pending.error is not None
         resp: dict[str, str] = {"t": response_mti(pending.mti)}
-        for key in ECHOED:
+        for key in (*ECHOED, *ECHOED_BY_CLASS.get(pending.mti[:3] + "0", ())):
             value = pending.error_fields.get(key)
             if value is None or key == str(pending.error.field):
                 continue
@@ -360,7 +368,25 @@ class Processor:
             return [Outcome(Decision("91", _op(p))) for p in batch]
         self.metrics.batch_size.observe(len(batch))
         self.metrics.commit_duration.observe(time.perf_counter() - started)
+        for outcome in outcomes:
+            if outcome.closed_batch is not None:
+                self._batch_closed(outcome.closed_batch)
         return outcomes
+
+    def _batch_closed(self, closed: ClosedBatch) -> None:
+        """After the commit: report a closed batch, with what the terminal's totals differ by."""
+        self.metrics.batches_closed.labels(closed.rc).inc()
+        self.log.info(
+            "batch_closed",
+            terminal=closed.terminal_id,
+            store=closed.store_id,
+            batch=closed.batch_number,
+            currency=closed.currency,
+            rc=closed.rc,
+            host_net_minor=closed.host.net_minor,
+            terminal_net_minor=closed.terminal_net_minor,
+            difference=closed.difference,
+        )
 
     def _process_one(self, led: Ledger, pending: Pending, now_ms: int) -> Outcome:
         req = pending.request
@@ -384,6 +410,10 @@ class Processor:
                 hold = led.hold(original.hold_id)
         terminal = led.terminal(req.terminal_id)
         store = led.store(req.store_id) if req.store_id else None
+        batch = None
+        if req.totals is not None and terminal is not None and req.currency is not None:
+            open_batch = led.open_batch(req.terminal_id, req.currency)
+            batch = open_batch.totals if open_batch is not None else None
         card: Card | None = None
         card_ctx: CardContext | None = None
         if pending.pan_hashes:
@@ -404,6 +434,7 @@ class Processor:
             hold,
             pin=_pin_check(pending.pin_candidate, card),
             pin_tries_max=self.pin_tries_max,
+            batch=batch,
         )
         decision = decide(req, ctx)
         tags: dict[str, str] | None = None
@@ -419,7 +450,7 @@ class Processor:
 
         rrn = approval = None
         # A request from an unknown terminal or store changes nothing, not even a counter.
-        if key is not None and decision.rc != "03":
+        if key is not None and decision.rc != "03" and req.mti_class in RRN_CLASSES:
             rrn = req.rrn or _rrn(led.next_seq("rrn"), now_ms)
             if decision.approved:
                 approval = f"{led.next_seq('approval') % 1_000_000:06d}"
@@ -439,6 +470,14 @@ class Processor:
                 local_time=req.local_date + req.local_time,
                 original_seq=original.transfer_seq if original is not None else 0,
             ).seq
+        entry = batch_entry(decision)
+        if entry is not None:
+            led.add_to_batch(
+                req.terminal_id, entry.currency, entry.kind, entry.amount_minor, now_ms
+            )
+        closed_batch = None
+        if decision.batch_totals is not None:
+            closed_batch = self._close_batch(led, req, decision, now_ms)
         if decision.card_state is not None:
             assert card is not None
             if decision.op == "activate":
@@ -507,10 +546,40 @@ class Processor:
             currency=card_ctx.product.currency if card_ctx else None,
             card_expiry=card.expiry if card else None,
             tags=tags,
+            closed_batch=closed_batch,
         )
         if key is not None and decision.rc not in NOT_REMEMBERED:
             led.put_dupe(key, _record(outcome, pending, req, now_ms, card, hold_id, transfer_seq))
         return outcome
+
+    def _close_batch(
+        self, led: Ledger, req: Request, decision: Decision, now_ms: int
+    ) -> ClosedBatch:
+        """Close the terminal's open batch in field 49's currency with the decision's totals."""
+        host = decision.batch_totals
+        assert host is not None and decision.rc in ("00", "95"), decision.rc
+        assert req.totals is not None and req.net_minor is not None
+        assert req.currency is not None and req.batch_number is not None
+        assert req.store_id is not None
+        opened = led.open_batch(req.terminal_id, req.currency)
+        assert opened is None or opened.totals == host, "the batch changed under its decision"
+        closed = ClosedBatch(
+            seq=led.next_seq("batch"),
+            terminal_id=req.terminal_id,
+            store_id=req.store_id,
+            currency=req.currency,
+            batch_number=req.batch_number,
+            rc=decision.rc,
+            opened_ms=opened.opened_ms if opened is not None else 0,
+            closed_ms=now_ms,
+            stan=req.stan,
+            host=host,
+            terminal=req.totals,
+            terminal_net_minor=req.net_minor,
+            difference=difference(req.totals, req.net_minor, host),
+        )
+        led.close_batch(closed)
+        return closed
 
     def _day_boundary(
         self, led: Ledger, now_ms: int
@@ -605,6 +674,7 @@ class Processor:
                     approved_minor=existing.approved_minor,
                     ledger_after_minor=existing.ledger_after_minor,
                     available_after_minor=existing.available_after_minor,
+                    batch_totals=existing.batch,
                 ),
                 rrn=existing.rrn or None,
                 approval=existing.approval or None,
@@ -704,6 +774,9 @@ def content_fields(req: Request) -> bytes:
         "1" if req.partial_ok else "",  # PA=0 and no PA mean the same
         req.tags.get("AL", ""),
     ]
+    if req.mti_class == "0500":
+        # Only here, so that the content of every other request hashes as before.
+        parts += [f.get(key, "") for key in ("60", *TOTALS_FIELDS)]
     return "\x1f".join(parts).encode()
 
 
@@ -737,6 +810,7 @@ def _record(
         card_expiry=outcome.card_expiry or "",
         hold_id=hold_id,
         transfer_seq=transfer_seq,
+        batch=d.batch_totals,
     )
 
 
@@ -755,7 +829,7 @@ def build_response(req: Request, out: Outcome) -> dict[str, str]:
     d = out.decision
     fields = req.fields
     resp: dict[str, str] = {"t": response_mti(req.mti)}
-    for key in ECHOED:
+    for key in (*ECHOED, *ECHOED_BY_CLASS.get(req.mti_class, ())):
         if key in fields:
             resp[key] = fields[key]
     if (
@@ -790,6 +864,8 @@ def build_response(req: Request, out: Outcome) -> dict[str, str]:
             resp["63"] = encode_tlv(tags)
     if out.tags:
         resp["63"] = encode_tlv(dict(out.tags))
+    if d.batch_totals is not None:
+        resp.update(d.batch_totals.to_fields())  # the host's totals (0510)
     return resp
 
 

@@ -24,10 +24,12 @@ from authsrv.model import (
     Account,
     BusinessDay,
     Card,
+    ClosedBatch,
     DupRecord,
     ExceptionCase,
     Hold,
     HoldState,
+    OpenBatch,
     Posting,
     Product,
     Store,
@@ -35,6 +37,7 @@ from authsrv.model import (
     Transfer,
     card_account,
 )
+from protocol.reconciliation import Totals
 
 __all__ = ["Ledger", "LedgerStore", "StoreError", "StoreFull", "check_ledger"]
 
@@ -57,6 +60,8 @@ DBS = (
     "card_held",  # card id -> total of open holds
     "exceptions",  # seq -> ExceptionCase
     "days",  # YYYYMMDD -> BusinessDay
+    "batches",  # terminal id + ":" + currency -> OpenBatch (reconciliation, 0500)
+    "batches_closed",  # terminal id + ":" + batch number + ":" + close seq -> ClosedBatch
 )
 MAX_DBS = 32
 MAX_READERS = 256
@@ -75,6 +80,8 @@ _dec_dup = msgspec.msgpack.Decoder(DupRecord)
 _dec_hold = msgspec.msgpack.Decoder(Hold)
 _dec_exception = msgspec.msgpack.Decoder(ExceptionCase)
 _dec_day = msgspec.msgpack.Decoder(BusinessDay)
+_dec_open_batch = msgspec.msgpack.Decoder(OpenBatch)
+_dec_closed_batch = msgspec.msgpack.Decoder(ClosedBatch)
 CARD_ACCOUNT_PREFIX = b"card:"
 
 
@@ -109,6 +116,8 @@ class _Dbs:
     card_held: Any
     exceptions: Any
     days: Any
+    batches: Any
+    batches_closed: Any
 
 
 class Ledger:
@@ -475,6 +484,58 @@ class Ledger:
         last = _dec_day.decode(cursor.value())
         return None if last.closed else last
 
+    # -- terminal batches (reconciliation, 0500) ---------------------------------------------
+    @staticmethod
+    def _batch_key(terminal_id: str, currency: str) -> bytes:
+        return f"{terminal_id}:{currency}".encode()
+
+    def open_batch(self, terminal_id: str, currency: str) -> OpenBatch | None:
+        raw = self.txn.get(self._batch_key(terminal_id, currency), db=self.dbs.batches)
+        return None if raw is None else _dec_open_batch.decode(raw)
+
+    def add_to_batch(
+        self, terminal_id: str, currency: str, kind: str, amount_minor: int, at_ms: int
+    ) -> OpenBatch:
+        """Count one money-moving transaction in the terminal's open batch (one get, one put)."""
+        key = self._batch_key(terminal_id, currency)
+        raw = self.txn.get(key, db=self.dbs.batches)
+        if raw is None:
+            batch = OpenBatch(
+                terminal_id=terminal_id,
+                currency=currency,
+                opened_ms=at_ms,
+                totals=Totals().add(kind, amount_minor),
+            )
+        else:
+            batch = _dec_open_batch.decode(raw)
+            batch = msgspec.structs.replace(batch, totals=batch.totals.add(kind, amount_minor))
+        self.txn.put(key, _enc.encode(batch), db=self.dbs.batches)
+        return batch
+
+    def close_batch(self, closed: ClosedBatch) -> None:
+        """Record a closed batch and start the terminal's next one (in that currency) at zero."""
+        self.txn.delete(self._batch_key(closed.terminal_id, closed.currency), db=self.dbs.batches)
+        key = f"{closed.terminal_id}:{closed.batch_number}:".encode() + _u64(closed.seq)
+        added = self.txn.put(key, _enc.encode(closed), db=self.dbs.batches_closed, overwrite=False)
+        assert added, "closed batch sequence reused"
+
+    def open_batches(self) -> Iterator[OpenBatch]:
+        return self._all(self.dbs.batches, _dec_open_batch)
+
+    def closed_batches(self, terminal_id: str | None = None) -> Iterator[ClosedBatch]:
+        """Closed batches, of one terminal or all, by terminal and batch number."""
+        if terminal_id is None:
+            yield from self._all(self.dbs.batches_closed, _dec_closed_batch)
+            return
+        prefix = f"{terminal_id}:".encode()
+        cursor = self.txn.cursor(db=self.dbs.batches_closed)
+        if not cursor.set_range(prefix):
+            return
+        for key, raw in cursor.iternext():
+            if not key.startswith(prefix):
+                break
+            yield _dec_closed_batch.decode(raw)
+
     def card_history(self, card_id: int, limit: int) -> list[Transfer]:
         """The newest ``limit`` transfers of one card, oldest first."""
         prefix = _u64(card_id)
@@ -490,6 +551,35 @@ class Ledger:
             raw = self.txn.get(seq, db=self.dbs.journal)
             assert raw is not None, "card journal points to a missing transfer"
             result.append(_dec_transfer.decode(raw))
+        return result
+
+    # -- settlement jobs and reports ---------------------------------------------------------
+    def cards_from(self, first_id: int, limit: int) -> list[Card]:
+        """Up to ``limit`` cards with an id of ``first_id`` or more, by id (a resumable scan)."""
+        cursor = self.txn.cursor(db=self.dbs.cards)
+        result: list[Card] = []
+        if limit > 0 and cursor.set_range(_u64(first_id)):
+            for raw in cursor.iternext(keys=False, values=True):
+                result.append(_dec_card.decode(raw))
+                if len(result) >= limit:
+                    break
+        return result
+
+    def card_first_transfers(self, card_id: int, limit: int) -> list[Transfer]:
+        """The oldest ``limit`` transfers of one card, oldest first (``card_history`` gives the
+        newest)."""
+        prefix = _u64(card_id)
+        cursor = self.txn.cursor(db=self.dbs.card_journal)
+        result: list[Transfer] = []
+        if limit > 0 and cursor.set_range(prefix):
+            for key in cursor.iternext(keys=True, values=False):
+                if not key.startswith(prefix):
+                    break
+                raw = self.txn.get(key[U64:], db=self.dbs.journal)
+                assert raw is not None, "card journal points to a missing transfer"
+                result.append(_dec_transfer.decode(raw))
+                if len(result) >= limit:
+                    break
         return result
 
 

@@ -1,7 +1,8 @@
 """The wire: the house ISO 8583 dialect as data, framing, validation and field codecs.
 
 Bytes in, a typed :class:`Request` out (or a :class:`FormatError` naming the field); a dict of
-response fields in, bytes out. Nothing here touches the store or the network.
+response fields in, bytes out; ``reconciliation`` holds the batch totals of a 0500/0510.
+Nothing here touches the store or the network.
 """
 
 from protocol.cards import luhn_check_digit, luhn_valid, mask_pan
@@ -11,6 +12,7 @@ from protocol.errors import FormatError
 from protocol.framing import FrameError, FrameReader, Framing, encode_frame
 from protocol.messages import (
     ECHOED,
+    ECHOED_BY_CLASS,
     Request,
     Unreadable,
     decode_fields,
@@ -18,6 +20,7 @@ from protocol.messages import (
     parse_request,
     response_mti,
 )
+from protocol.reconciliation import Totals, decode_net, encode_net
 from protocol.tlv import (
     Balance,
     OriginalData,
@@ -32,6 +35,7 @@ from protocol.tlv import (
 __all__ = [
     "CURRENCIES",
     "ECHOED",
+    "ECHOED_BY_CLASS",
     "HOUSE_ASCII",
     "HOUSE_FIELDS",
     "Balance",
@@ -41,14 +45,17 @@ __all__ = [
     "Framing",
     "OriginalData",
     "Request",
+    "Totals",
     "Unreadable",
     "decode_balances",
     "decode_fields",
+    "decode_net",
     "decode_original",
     "decode_tlv",
     "encode_balances",
     "encode_frame",
     "encode_message",
+    "encode_net",
     "encode_original",
     "encode_tlv",
     "format_minor",

@@ -77,11 +77,21 @@ HOUSE_FIELDS: dict[str, dict[str, Any]] = {
     "49":  _fixed(3,   "Currency code, transaction (ISO 4217)"),  # n3       req, echoed
     "52":  _fixed(16,  "PIN block (hex)"),                        # b64      req
     "54":  _lllvar(120, "Additional amounts (balances)"),         # an..120  answer
+    "60":  _lllvar(6,  "Batch number (reconciliation)"),          # n..6     0500, echoed
     "63":  _lllvar(999, "Host data, private (TLV)"),              # ans..999 answer
     "64":  _fixed(16,  "Message authentication code (hex)"),      # b64      both
     "70":  _fixed(3,   "Network management information code"),    # n3       req, echoed
+    "74":  _fixed(10,  "Credits, number"),                        # n10      0500, 0510 host's
+    "75":  _fixed(10,  "Credits, reversal number"),               # n10      0500, 0510 host's
+    "76":  _fixed(10,  "Debits, number"),                         # n10      0500, 0510 host's
+    "77":  _fixed(10,  "Debits, reversal number"),                # n10      0500, 0510 host's
+    "86":  _fixed(16,  "Credits, amount"),                        # n16      0500, 0510 host's
+    "87":  _fixed(16,  "Credits, reversal amount"),               # n16      0500, 0510 host's
+    "88":  _fixed(16,  "Debits, amount"),                         # n16      0500, 0510 host's
+    "89":  _fixed(16,  "Debits, reversal amount"),                # n16      0500, 0510 host's
     "90":  _fixed(42,  "Original data elements"),                 # n42      req, echoed
     "95":  _fixed(42,  "Replacement amounts"),                    # an42     req, echoed
+    "97":  _fixed(17,  "Amount, net settlement"),                 # x+n16    0500, 0510 host's
     "128": _fixed(16,  "Message authentication code (hex)"),      # b64      both
 }
 # fmt: on

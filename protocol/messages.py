@@ -20,10 +20,18 @@ from protocol.cards import PAN_LEN_MAX, PAN_LEN_MIN
 from protocol.currency import CURRENCIES
 from protocol.dialect import HOUSE_FIELDS, RESPONSE_ONLY
 from protocol.errors import FormatError
+from protocol.reconciliation import (
+    BATCH_NUMBER_LEN,
+    TOTALS_FIELDS,
+    Totals,
+    decode_net,
+    totals_from_fields,
+)
 from protocol.tlv import OriginalData, decode_original, decode_tlv
 
 __all__ = [
     "ECHOED",
+    "ECHOED_BY_CLASS",
     "Request",
     "Unreadable",
     "decode_fields",
@@ -50,11 +58,14 @@ ECHOED: tuple[str, ...] = (
     "90",
     "95",
 )
+# Fields echoed in the answer to one message class only: the batch number of a 0500.
+ECHOED_BY_CLASS: dict[str, tuple[str, ...]] = {"0500": ("60",)}
 
 # MTI classes the house dialect defines; the last digit 1 marks a repeat where allowed.
 REQUEST_CLASSES = frozenset({"0100", "0200", "0220", "0400", "0420", "0500", "0800"})
 REPEATABLE = frozenset({"0220", "0400", "0420"})
 ACCOUNT_TYPES = frozenset({"00", "60", "65", "66"})
+assert BATCH_NUMBER_LEN == 6, "field 44 says 'not 6 digits'"
 # Processing codes whose field 4 may be absent (balance inquiries).
 AMOUNT_OPTIONAL = frozenset({"30", "31"})
 
@@ -99,6 +110,9 @@ class Request:
     original: OriginalData | None
     replacement_minor: int | None
     tags: Mapping[str, str]
+    batch_number: str | None  # field 60 of a 0500
+    totals: Totals | None  # fields 74-77 and 86-89 of a 0500
+    net_minor: int | None  # field 97 of a 0500, as sent (signed)
     pan: str | None = field(repr=False)
     expiry: str | None = field(repr=False)
     fields: Mapping[str, str] = field(repr=False)
@@ -329,6 +343,17 @@ def _check_tlv(fld: int, value: str) -> None:
         raise FormatError(fld, "PB not 32 hex")
 
 
+def _check_batch_number(fld: int, value: str) -> None:
+    if len(value) != BATCH_NUMBER_LEN or not _digits(value):
+        raise FormatError(fld, "not 6 digits")
+
+
+def _check_net(fld: int, value: str) -> None:
+    if value[:1] not in ("C", "D"):
+        raise FormatError(fld, "not C or D")
+    _check_numeric(fld, value[1:])
+
+
 def _check_original(fld: int, value: str) -> None:
     original = decode_original(value)
     if original.mti[2] not in "02468":
@@ -343,8 +368,11 @@ FIELD_CHECKS: dict[str, Callable[[int, str], None]] = {
     "25": _check_numeric,     "32": _check_numeric,    "35": _check_track2,
     "37": _check_alnum_space, "41": _check_printable,  "42": _check_printable,
     "48": _check_tlv,         "49": _check_currency,   "52": _check_hex,
-    "64": _check_hex,         "70": _check_numeric,    "90": _check_original,
-    "95": _check_numeric,     "128": _check_hex,
+    "60": _check_batch_number, "64": _check_hex,       "70": _check_numeric,
+    "74": _check_numeric,     "75": _check_numeric,    "76": _check_numeric,
+    "77": _check_numeric,     "86": _check_numeric,    "87": _check_numeric,
+    "88": _check_numeric,     "89": _check_numeric,    "90": _check_original,
+    "95": _check_numeric,     "97": _check_net,        "128": _check_hex,
 }
 # fmt: on
 assert set(FIELD_CHECKS) == set(HOUSE_FIELDS) - {"h", "t", "p", "1"} - RESPONSE_ONLY
@@ -406,6 +434,9 @@ def parse_request(fields: Mapping[str, str]) -> Request:
         _require(fields, "90")
     if supported and mti_class == "0800":
         _require(fields, "70")
+    reconciliation = supported and mti_class == "0500"
+    if reconciliation:
+        _require(fields, "3", "42", "49", "60", *TOTALS_FIELDS)
     if "4" in fields:
         _require(fields, "49")
 
@@ -434,6 +465,9 @@ def parse_request(fields: Mapping[str, str]) -> Request:
         original=original,
         replacement_minor=replacement,
         tags=tags,
+        batch_number=fields["60"] if reconciliation else None,
+        totals=totals_from_fields(fields) if reconciliation else None,
+        net_minor=decode_net(fields["97"]) if reconciliation else None,
         pan=pan,
         expiry=expiry,
         fields=fields,

@@ -6,6 +6,10 @@ owner may read. Beside those files it keeps what a terminal keeps between transa
 ``<ik-file>.ksn``, the last KSN used (rewritten atomically before each request leaves, so a
 counter never goes back), and ``<tmk-file>.keys``, the last key change's working keys as the
 host sent them (wrapped under the master key), which the next key change is MACed with.
+
+``--batch-file FILE`` keeps what a terminal keeps for its reconciliation: its batch number and
+the running totals of what it sent and got approved. ``close-batch`` sends them in a 0500 and
+starts the next batch when the host has closed this one (00 in balance, 95 out of balance).
 """
 
 from __future__ import annotations
@@ -19,7 +23,9 @@ from typing import Any
 import trio
 
 from protocol.currency import CURRENCIES, parse_major
+from protocol.reconciliation import BATCH_NUMBER_LEN
 from protocol.tlv import decode_tlv
+from simulators.batch import TerminalBatches, describe_close_batch, parse_totals, with_offset
 from simulators.load import run_load
 from simulators.scenario import (
     TerminalKeys,
@@ -28,6 +34,7 @@ from simulators.scenario import (
     open_link,
     run_scenario,
     scenario_keys,
+    write_private,
 )
 from simulators.security import PROFILES
 from simulators.terminal import (
@@ -66,6 +73,10 @@ def add_simulate_parser(
             "authsrv simulate preauth --card @1 --amount 80.00",
             "authsrv simulate complete --card @1 --amount 72.40 --original 0100/000124/1122103100",
             "authsrv simulate balance --card @2 --cards cards-2026-11.csv",
+            "authsrv simulate redeem --card @1 --amount 12.50 --batch-file T0000001.batch",
+            "authsrv simulate close-batch --batch-file T0000001.batch",
+            "authsrv simulate close-batch --batch-file T0000001.batch --batch-offset-minor 100",
+            "authsrv simulate close-batch --batch 000042 --totals credits=1/500.00,debits=2/35.00",
             "authsrv simulate run scenarios/giftcard-demo.toml",
             "authsrv simulate load --count 10000 --connections 16 --amount 0.01",
             "authsrv simulate redeem --card @1 --amount 5.00 --security mac-aes "
@@ -119,6 +130,36 @@ def add_simulate_parser(
         "--as-repeat",
         action="store_true",
         help="send retransmissions as repeats (0221, 0401, 0421)",
+    )
+    b = p.add_argument_group("reconciliation (close-batch: a 0500 with the terminal's totals)")
+    b.add_argument(
+        "--batch-file",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="the terminal's own batch totals, kept between runs: every operation whose answer "
+        "moved money adds to them; close-batch sends them and starts the next batch",
+    )
+    b.add_argument(
+        "--batch",
+        default=None,
+        metavar="NNNNNN",
+        help="close-batch: the batch number (field 60); default from --batch-file, else 000001",
+    )
+    b.add_argument(
+        "--totals",
+        default=None,
+        metavar="KIND=COUNT/AMOUNT,...",
+        help="close-batch: these totals instead of --batch-file's (kinds credits, "
+        "credit-reversals, debits, debit-reversals; the others are 0)",
+    )
+    b.add_argument(
+        "--batch-offset-minor",
+        type=int,
+        default=0,
+        metavar="N",
+        help="close-batch: send deliberately wrong totals, the debit amount N minor units off "
+        "(the host answers 95 and closes the batch anyway)",
     )
     p.add_argument("--verbose", "-v", action="store_true", help="print every field")
     p.add_argument("--count", type=int, default=10_000, help="load: requests in all (10000)")
@@ -220,7 +261,41 @@ def run(args: argparse.Namespace) -> int:
     book = _book(args)
     if args.operation == "load":
         return _load(args, book, keys)
+    if args.operation != "close-batch" and (
+        args.batch is not None or args.totals is not None or args.batch_offset_minor
+    ):
+        raise SimError("--batch, --totals and --batch-offset-minor go with close-batch")
     return trio.run(_one, args, book, keys)
+
+
+def _read_batches(path: Path | None) -> TerminalBatches:
+    if path is None:
+        return TerminalBatches()
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return TerminalBatches()  # a terminal's first batch
+    except OSError as exc:
+        raise SimError(f"cannot read {path}: {exc.strerror}") from None
+    return TerminalBatches.from_json(text, str(path))
+
+
+def _close_batch_request(args: argparse.Namespace, batches: TerminalBatches) -> dict[str, str]:
+    if args.totals is not None:
+        totals = parse_totals(args.totals, args.currency)
+    else:
+        totals = batches.current(args.terminal, args.currency)
+    batch = args.batch if args.batch is not None else batches.number(args.terminal)
+    if not (len(batch) == BATCH_NUMBER_LEN and batch.isascii() and batch.isdigit()):
+        raise SimError(f"--batch must be {BATCH_NUMBER_LEN} digits, e.g. 000001")
+    return build_request(
+        "close-batch",
+        terminal=args.terminal,
+        store=args.store,
+        currency=args.currency,
+        totals=with_offset(totals, args.batch_offset_minor),
+        batch_number=batch,
+    )
 
 
 async def _one(args: argparse.Namespace, book: CardBook, keys: TerminalKeys) -> int:
@@ -240,17 +315,21 @@ async def _one(args: argparse.Namespace, book: CardBook, keys: TerminalKeys) -> 
             final = parse_major(args.final, args.currency)
         except ValueError as exc:
             raise SimError(f"--final: {exc}") from None
-    req = build_request(
-        args.operation,
-        terminal=args.terminal,
-        store=args.store,
-        pan=pan,
-        amount_minor=amount,
-        currency=args.currency,
-        partial=args.partial,
-        original=original,
-        final_minor=final,
-    )
+    batches = _read_batches(args.batch_file)
+    if args.operation == "close-batch":
+        req = _close_batch_request(args, batches)
+    else:
+        req = build_request(
+            args.operation,
+            terminal=args.terminal,
+            store=args.store,
+            pan=pan,
+            amount_minor=amount,
+            currency=args.currency,
+            partial=args.partial,
+            original=original,
+            final_minor=final,
+        )
     if args.pin is not None and pan is None:
         raise SimError(f"--pin goes with an operation on a card (--card), not {args.operation}")
     link = await open_link(args.host, args.port, keys)
@@ -267,14 +346,35 @@ async def _one(args: argparse.Namespace, book: CardBook, keys: TerminalKeys) -> 
                 exchange = await link.resend(exchange.sealed)
             else:
                 exchange = await link.send(message, args.pin)
-            print(
-                describe_exchange(
-                    args.operation, message, exchange.answer, exchange.elapsed_s, args.verbose
+            if attempt == 0 and args.batch_file is not None:
+                _keep_batch(args.batch_file, batches, message, exchange.answer)
+            if message["t"] == "0500":
+                print(
+                    describe_close_batch(message, exchange.answer, exchange.elapsed_s, args.verbose)
                 )
-            )
+            else:
+                print(
+                    describe_exchange(
+                        args.operation, message, exchange.answer, exchange.elapsed_s, args.verbose
+                    )
+                )
             if args.verbose and keys.dukpt:
                 print(f"    KSN  {_ksn_of(exchange.sealed.payload)}")
     return EXIT_OK
+
+
+def _keep_batch(
+    path: Path, batches: TerminalBatches, req: dict[str, str], answer: dict[str, str]
+) -> None:
+    """Count the first answer in the batch file; a close the host made starts the next batch
+    (retransmissions are the same transaction: not counted again)."""
+    if req["t"] != "0500":
+        batches.record(req, answer)
+    elif answer.get("39") in ("00", "95"):
+        batches.closed(req["41"], req["49"])
+    else:
+        return  # not closed (a 30, 94, ...): the batch stays open
+    write_private(path, batches.to_json())
 
 
 def _ksn_of(payload: bytes) -> str:

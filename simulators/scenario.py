@@ -26,6 +26,23 @@ the amount under the same duplicate key), ``as_repeat = true`` as a repeat MTI (
 0421). A resend without ``fields`` or ``as_repeat`` sends the very same bytes (the same MAC and,
 under DUKPT, the same KSN), as a terminal that got no answer does.
 
+The terminal keeps its own batch totals as it goes: every step whose answer moved money counts
+(resends do not: the terminal counted the transaction when it first got the answer).
+``op = "close-batch"`` sends them in a 0500 for the step's terminal and currency and prints them
+beside the host's; the host answers 00 (in balance) or 95 (out of balance), and the next batch
+starts from zero either way. Its keys: ``batch = "000007"`` (field 60; else the terminal's
+count, from 000001), ``totals = { debits = "2/35.00", credits = "1/500.00" }`` (KIND =
+"COUNT/AMOUNT" instead of the kept totals; kinds credits, credit-reversals, debits,
+debit-reversals), ``batch_offset_minor = 100`` (deliberately wrong: the debit amount sent is
+that many minor units off).
+
+```toml
+[[step]]
+name = "close the batch"
+op = "close-batch"
+expect_rc = "00"           # 95 with batch_offset_minor
+```
+
 The terminal's security profile and keys (the steps' terminal must have that profile):
 
 ```toml
@@ -57,6 +74,7 @@ import trio
 
 from keys import dukpt
 from protocol.currency import parse_major
+from simulators.batch import TerminalBatches, describe_close_batch, parse_totals, with_offset
 from simulators.security import PROFILES, Sealed, TerminalSecurity, TerminalSecurityError
 from simulators.terminal import (
     OPERATIONS,
@@ -78,6 +96,7 @@ __all__ = [
     "load_scenario",
     "read_key_file",
     "run_scenario",
+    "write_private",
 ]
 
 STEP_KEYS = frozenset(
@@ -100,6 +119,9 @@ STEP_KEYS = frozenset(
         "expect_balance",
         "expect_approved",
         "expect_field44",
+        "batch",
+        "batch_offset_minor",
+        "totals",
     }
 )
 TERMINAL_KEYS = frozenset({"security", "tmk_file", "ik_file", "ksn"})
@@ -145,7 +167,7 @@ def read_key_file(path: Path, what: str) -> bytes:
     return key
 
 
-def _write_private(path: Path, text: str) -> None:
+def write_private(path: Path, text: str) -> None:
     """Replace ``path`` atomically (temp file, fsync, rename), readable by its owner only.
 
     Error handling: :class:`SimError` naming the file.
@@ -298,7 +320,7 @@ class TerminalKeys:
         """Keep the KSN just used (before the request leaves): a later run starts above it."""
         assert self.dukpt and self.ik_file is not None
         ksn = _ksn_with_counter(self.profile, self.ksn, sec.ksn_counter)
-        _write_private(
+        write_private(
             self.ik_file.with_name(self.ik_file.name + KSN_STATE_SUFFIX), ksn.hex().upper() + "\n"
         )
 
@@ -307,7 +329,7 @@ class TerminalKeys:
         host wants the next key change MACed under them, also from the next run."""
         assert self.static and self.tmk_file is not None
         kept = {"39": answer["39"], "63": answer["63"]}
-        _write_private(self.working_keys_file, json.dumps(kept) + "\n")
+        write_private(self.working_keys_file, json.dumps(kept) + "\n")
 
     @property
     def working_keys_file(self) -> Path:
@@ -475,11 +497,51 @@ def load_scenario(path: Path) -> dict[str, Any]:
                 raise SimError(f"scenario step {i}: {ref} must name an earlier step number")
         if "pin" in step:
             check_pin(str(step["pin"]), f"scenario step {i}: pin")
+        _check_batch_keys(step, i)
     # Key files are named relative to the scenario file.
     for key in ("tmk_file", "ik_file"):
         if key in terminal:
             terminal[key] = str(path.parent / str(terminal[key]))
     return data
+
+
+def _check_batch_keys(step: Mapping[str, Any], i: int) -> None:
+    batch_keys = {"batch", "batch_offset_minor", "totals"} & set(step)
+    if batch_keys and step.get("op") != "close-batch":
+        raise SimError(f"scenario step {i}: {', '.join(sorted(batch_keys))} go with close-batch")
+    batch = step.get("batch")
+    if batch is not None and not (isinstance(batch, str) and len(batch) == 6 and batch.isdigit()):
+        raise SimError(f'scenario step {i}: batch must be 6 digits in quotes, e.g. "000001"')
+    if not isinstance(step.get("batch_offset_minor", 0), int):
+        raise SimError(f"scenario step {i}: batch_offset_minor must be an integer")
+    totals = step.get("totals", {})
+    if not (isinstance(totals, dict) and all(isinstance(v, str) for v in totals.values())):
+        raise SimError(f'scenario step {i}: totals must be a table like {{ debits = "2/35.00" }}')
+
+
+def _close_batch_request(
+    s: Mapping[str, Any],
+    batches: TerminalBatches,
+    currency: str,
+    overrides: Mapping[str, str | None],
+    i: int,
+) -> dict[str, str]:
+    """A close-batch step's 0500: the kept totals, or the step's, maybe deliberately off."""
+    terminal = str(s.get("terminal", "T0000001"))
+    if "totals" in s:
+        text = ",".join(f"{kind}={value}" for kind, value in s["totals"].items())
+        totals = parse_totals(text, currency, f"scenario step {i}: totals")
+    else:
+        totals = batches.current(terminal, currency)
+    return build_request(
+        "close-batch",
+        terminal=terminal,
+        store=str(s.get("store", "S0001")),
+        currency=currency,
+        totals=with_offset(totals, int(s.get("batch_offset_minor", 0))),
+        batch_number=str(s["batch"]) if "batch" in s else batches.number(terminal),
+        overrides=overrides,
+    )
 
 
 def scenario_keys(data: Mapping[str, Any]) -> TerminalKeys:
@@ -516,6 +578,7 @@ async def run_scenario(
     lines: list[str] = [f"scenario: {data.get('name', 'unnamed')}"]
     sent: dict[int, dict[str, str]] = {}
     sealed: dict[int, Sealed] = {}
+    batches = TerminalBatches()  # what the terminal counted since its last close-batch
     link = await open_link(host, port, keys)
     async with link.conn:
         if keys.static:
@@ -541,6 +604,8 @@ async def run_scenario(
                         req.pop(key, None)
                     else:
                         req[key] = value
+            elif op == "close-batch":
+                req = _close_batch_request(s, batches, currency, overrides, i)
             else:
                 amount = parse_major(str(s["amount"]), currency) if "amount" in s else None
                 final = parse_major(str(s["final"]), currency) if "final" in s else None
@@ -562,12 +627,20 @@ async def run_scenario(
             else:
                 ex = await link.send(req, pin)
             sealed[i] = ex.sealed
+            if "resend" not in s:
+                if op != "close-batch":
+                    batches.record(req, ex.answer)
+                elif ex.answer.get("39") in ("00", "95"):  # closed, in balance or not
+                    batches.closed(req["41"], currency)
             problems = _check(s, ex.answer, currency)
             verdict = "PASS" if not problems else "FAIL " + "; ".join(problems)
             passed += not problems
             failed += bool(problems)
             lines.append(f"[{i}] {s.get('name', op)}: {verdict}")
-            lines.append(describe_exchange(op, req, ex.answer, ex.elapsed_s, verbose))
+            if req["t"][:3] == "050":
+                lines.append(describe_close_batch(req, ex.answer, ex.elapsed_s, verbose))
+            else:
+                lines.append(describe_exchange(op, req, ex.answer, ex.elapsed_s, verbose))
     lines.append(f"{passed} passed, {failed} failed")
     return ScenarioResult(passed, failed, lines)
 

@@ -22,6 +22,7 @@ from protocol.currency import format_minor
 from protocol.dialect import HOUSE_ASCII
 from protocol.framing import FrameReader, Framing, encode_frame
 from protocol.messages import encode_message
+from protocol.reconciliation import Totals
 from protocol.tlv import OriginalData, decode_balances, decode_tlv, encode_original, encode_tlv
 from simulators.security import TerminalSecurity, TerminalSecurityError
 
@@ -52,6 +53,7 @@ OPERATIONS: dict[str, tuple[str, str | None, str | None]] = {
     "advice": ("0220", "000000", None),  # an offline purchase the host must accept
     "reverse": ("0400", "000000", None),  # needs the original; proc = the original's
     "reverse-advice": ("0420", "000000", None),
+    "close-batch": ("0500", "920000", None),  # reconciliation: the terminal's batch totals
 }
 AMOUNT_OPS = frozenset(
     {
@@ -130,12 +132,15 @@ def build_request(
     original: Mapping[str, str] | None = None,
     final_minor: int | None = None,
     overrides: Mapping[str, str | None] | None = None,
+    totals: Totals | None = None,
+    batch_number: str = "000001",
 ) -> dict[str, str]:
     """Fields of one request; ``overrides`` replaces fields (``None`` removes one).
 
     ``original`` is the earlier request (its fields) that a completion or reversal names in
     field 90; a reversal takes its processing code. ``final_minor`` adds field 95 (a partial
-    reversal: what the transaction finally came to).
+    reversal: what the transaction finally came to). ``close-batch`` sends ``totals`` (fields
+    74-77, 86-89, the net in 97) for batch ``batch_number`` (field 60).
     """
     if op not in OPERATIONS:
         raise SimError(f"unknown operation {op!r}; use one of {', '.join(OPERATIONS)}")
@@ -154,6 +159,13 @@ def build_request(
     }
     if network is not None:
         fields["70"] = network
+    elif op == "close-batch":
+        assert proc is not None
+        fields["3"] = proc
+        fields["42"] = store.ljust(15)
+        fields["49"] = currency
+        fields["60"] = batch_number
+        fields.update((totals or Totals()).to_fields())
     else:
         assert proc is not None
         if pan is None:

@@ -987,17 +987,12 @@ def _add(
     func: Callable[..., int],
     store_args: bool = True,
 ) -> argparse.ArgumentParser:
-    """What ``authsrv.cli._add`` does (the settle wiring into cli.py comes separately)."""
-    assert store_args is False, "settle verify/describe read a file, not the store"
-    p: argparse.ArgumentParser = sub.add_parser(
-        name,
-        help=help_text,
-        description=help_text,
-        epilog="examples:\n" + "\n".join(f"  {line}" for line in examples),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.set_defaults(func=func)
-    return p
+    """``authsrv.cli._add``, checking that verify and describe read a file, not the store."""
+    from authsrv.cli import _add as cli_add
+
+    if name in ("verify", "describe"):
+        assert store_args is False, "settle verify/describe read a file, not the store"
+    return cli_add(sub, name, help_text, examples, func, store_args)
 
 
 def run_cli(argv: list[str]) -> int:

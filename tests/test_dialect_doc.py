@@ -25,7 +25,7 @@ from protocol.cards import luhn_valid
 from protocol.dialect import HOUSE_ASCII, HOUSE_FIELDS, RESPONSE_ONLY
 from protocol.errors import FIELD44_LEN_MAX
 from protocol.framing import encode_frame
-from protocol.messages import ECHOED
+from protocol.messages import ECHOED, ECHOED_BY_CLASS
 from simulators.terminal import build_request
 from tests.helpers import Provisioned, serve_in_process
 
@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "dialect.md"
 MARKER = re.compile(r"^<!-- check: ([a-z0-9-]+) -->$")
 
-# The worked example's preconditions (docs/dialect.md §11).
+# The worked example's preconditions (docs/dialect.md §13).
 NOW = datetime(2026, 11, 22, 10, 30, 0, tzinfo=UTC)
 NOW_MS = int(NOW.timestamp() * 1000)
 PAN = "6036280012345677"
@@ -147,7 +147,7 @@ def test_field_list_matches_the_dialect_table() -> None:
         else:
             assert (spec["len_type"], spec["max_len"]) == (len(var.group(2)), int(var.group(1)))
     echoed = {key for key, row in documented.items() if "echo" in row[4]}
-    assert echoed == set(ECHOED)
+    assert echoed == set(ECHOED).union(*ECHOED_BY_CLASS.values())
     answer_only = {key for key, row in documented.items() if row[4].startswith("answer")}
     assert answer_only == RESPONSE_ONLY
 

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from authsrv.engine import CardContext, Context, Decision, PinCheck, decide
+from authsrv.engine import BatchEntry, CardContext, Context, Decision, PinCheck, batch_entry, decide
 from authsrv.model import (
     Card,
     CardState,
@@ -33,6 +33,7 @@ from authsrv.model import (
 )
 from protocol.cards import luhn_check_digit
 from protocol.messages import Request, parse_request
+from protocol.reconciliation import Totals
 from simulators.terminal import build_request
 from tests.helpers import gift_product
 
@@ -553,6 +554,78 @@ RULES += [
 # fmt: on
 
 
+# -- reconciliation (0500): the terminal's totals against the host's open batch ----------------
+
+BATCH = Totals(
+    credits_count=2,
+    credit_reversals_count=1,
+    debits_count=3,
+    debit_reversals_count=1,
+    credits_minor=60_000,
+    credit_reversals_minor=2_000,
+    debits_minor=4_250,
+    debit_reversals_minor=1_250,
+)
+
+
+def close(
+    totals: Totals = BATCH,
+    *,
+    store: str = "S0001",
+    overrides: Mapping[str, str | None] | None = None,
+) -> Request:
+    """A 0500 with ``totals`` (the net in 97 computed from them unless overridden)."""
+    fields = build_request(
+        "close-batch",
+        terminal="T0000001",
+        store=store,
+        stan="000003",
+        now=NOW,
+        totals=totals,
+        batch_number="000042",
+        overrides=overrides,
+    )
+    return parse_request(fields)
+
+
+def with_batch(context: Context, batch: Totals | None) -> Context:
+    return replace(context, batch=batch, card=None)
+
+
+# fmt: off
+RULES += [
+    pytest.param(close(), with_batch(ctx(), BATCH),
+                 Decision("00", "reconcile", batch_totals=BATCH), id="reconcile-in-balance-00"),
+    pytest.param(close(replace(BATCH, debits_minor=4_251)), with_batch(ctx(), BATCH),
+                 Decision("95", "reconcile", batch_totals=BATCH),
+                 id="reconcile-one-amount-off-95-with-host-totals"),
+    pytest.param(close(replace(BATCH, credit_reversals_count=0)), with_batch(ctx(), BATCH),
+                 Decision("95", "reconcile", batch_totals=BATCH),
+                 id="reconcile-one-count-off-95"),
+    pytest.param(close(overrides={"97": "C0000000000000000"}), with_batch(ctx(), BATCH),
+                 Decision("95", "reconcile", batch_totals=BATCH),
+                 id="reconcile-figures-agree-net-does-not-95"),
+    pytest.param(close(Totals()), with_batch(ctx(), None),
+                 Decision("00", "reconcile", batch_totals=Totals()),
+                 id="reconcile-no-open-batch-zeros-00"),
+    pytest.param(close(), with_batch(ctx(), None),
+                 Decision("95", "reconcile", batch_totals=Totals()),
+                 id="reconcile-no-open-batch-terminal-counted-95"),
+    pytest.param(close(Totals(), overrides={"97": "D0000000000000000"}),
+                 with_batch(ctx(), None), Decision("00", "reconcile", batch_totals=Totals()),
+                 id="reconcile-net-zero-as-D-00"),
+    pytest.param(close(), with_batch(ctx(terminal=None), BATCH), Decision("03", "reconcile"),
+                 id="reconcile-unknown-terminal-03"),
+    pytest.param(close(store="S0002"), with_batch(ctx(store=OTHER_STORE), BATCH),
+                 Decision("03", "reconcile"), id="reconcile-terminal-of-another-store-03"),
+    pytest.param(close(), with_batch(ctx(terminal=SIGNON_TERMINAL), BATCH),
+                 Decision("91", "reconcile"), id="reconcile-before-signon-91"),
+    pytest.param(close(overrides={"3": "900000"}), with_batch(ctx(), BATCH),
+                 Decision("12", "unsupported"), id="reconcile-proc-90-unsupported-12"),
+]
+# fmt: on
+
+
 @pytest.mark.parametrize(("request_", "context", "expected"), RULES)
 def test_rule(request_: Request, context: Context, expected: Decision) -> None:
     decision = decide(request_, context)
@@ -568,7 +641,7 @@ APPROVING = [
     for row in RULES
     if isinstance(row.values[2], Decision)
     and row.values[2].approved
-    and row.values[2].op not in ("signon", "signoff", "echo", "keychange")
+    and row.values[2].op not in ("signon", "signoff", "echo", "keychange", "reconcile")
 ]
 
 
@@ -590,6 +663,56 @@ def test_postings_balance_and_match_ledger_after(
     assert decision.ledger_after_minor == context.card.ledger_minor + card_delta
     held_after = context.card.held_minor + decision.hold_place_minor
     assert decision.available_after_minor == decision.ledger_after_minor - held_after
+
+
+# -- what a decision adds to its terminal's open batch (0500 totals) ---------------------------
+
+
+def entry(kind: str, amount: int) -> BatchEntry:
+    return BatchEntry(kind, EUR, amount)
+
+
+LOAD = record("load", "210000", 2_000, 2_000)
+# fmt: off
+ENTRIES = [
+    pytest.param(req("redeem", 1_000), ctx(), entry("debits", 1_000), id="redeem-debit"),
+    pytest.param(req("redeem", 12_000, partial=True), ctx(), entry("debits", 10_000),
+                 id="partial-redeem-debit-of-the-approved"),
+    pytest.param(req("cashout", 0), ctx(), entry("debits", 10_000), id="cashout-debit"),
+    pytest.param(req("advice", 3_000), ctx(), entry("debits", 3_000), id="advice-debit"),
+    pytest.param(naming("complete", original("preauth", 1_000), 800),
+                 knowing(ctx(held=1_000), PREAUTH, hold(HoldState.OPEN)), entry("debits", 800),
+                 id="completion-debit"),
+    pytest.param(req("activate", 10_000), ctx(state=ISSUED, ledger=0),
+                 entry("credits", 10_000), id="activation-credit"),
+    pytest.param(req("load", 2_000), ctx(), entry("credits", 2_000), id="load-credit"),
+    pytest.param(req("refund", 100), ctx(), entry("credits", 100), id="refund-credit"),
+    pytest.param(naming("reverse", original("redeem", 1_000)), knowing(ctx(), REDEEMED),
+                 entry("debit_reversals", 1_000), id="reversal-of-a-redeem-debit-reversal"),
+    pytest.param(naming("reverse", original("redeem", 1_000), final=600),
+                 knowing(ctx(), REDEEMED), entry("debit_reversals", 400),
+                 id="partial-reversal-counts-what-it-restored"),
+    pytest.param(naming("reverse-advice", original("load", 2_000)),
+                 knowing(ctx(ledger=500), LOAD), entry("credit_reversals", 2_000),
+                 id="reversal-of-a-load-credit-reversal"),
+    pytest.param(req("redeem", 12_000), ctx(), None, id="decline-counts-nothing"),
+    pytest.param(req("balance"), ctx(), None, id="balance-counts-nothing"),
+    pytest.param(req("preauth", 1_000), ctx(), None, id="hold-counts-nothing"),
+    pytest.param(req("cashout", 0), ctx(ledger=0), None, id="cashout-of-an-empty-card-nothing"),
+    pytest.param(naming("reverse", original("preauth", 1_000)),
+                 knowing(ctx(held=1_000), PREAUTH, hold(HoldState.OPEN)), None,
+                 id="hold-release-counts-nothing"),
+    pytest.param(naming("reverse", original("redeem", 1_000)),
+                 knowing(ctx(), record("redeem", "000000", 1_000, None, rc="51")), None,
+                 id="reversal-of-a-decline-counts-nothing"),
+    pytest.param(close(), with_batch(ctx(), BATCH), None, id="reconciliation-counts-nothing"),
+]
+# fmt: on
+
+
+@pytest.mark.parametrize(("request_", "context", "expected"), ENTRIES)
+def test_batch_entry(request_: Request, context: Context, expected: BatchEntry | None) -> None:
+    assert batch_entry(decide(request_, context)) == expected
 
 
 # -- property: a purse never goes below zero ----------------------------------------------------

@@ -58,6 +58,25 @@ REVERSAL = {
     "90": "020000012311221030150000000001200000000000",
     "128": "0123456789ABCDEF",
 }
+# A terminal reconciliation (secondary bitmap: fields 74-97, 128) and its 0510.
+RECONCILIATION = {
+    **{k: v for k, v in REDEEM.items() if k not in ("2", "4", "22", "48")},
+    "t": "0500",
+    "3": "920000",
+    "60": "000042",
+    "74": "0000000002",
+    "75": "0000000001",
+    "76": "0000000003",
+    "77": "0000000001",
+    "86": "0000000000060000",
+    "87": "0000000000002000",
+    "88": "0000000000004250",
+    "89": "0000000000001250",
+    "97": "D0000000000057000",
+    "128": "0123456789ABCDEF",
+}
+RECONCILED = {**RECONCILIATION, "t": "0510", "39": "95", "88": "0000000000004251"}
+TYPICAL = (REDEEM, ANSWER, REVERSAL, RECONCILIATION, RECONCILED)
 
 
 def reference_encode(fields: Mapping[str, Any]) -> bytes:
@@ -135,7 +154,7 @@ def valid_dicts(draw: st.DrawFn) -> dict[str, str]:
 
 
 def seed_frames() -> st.SearchStrategy[bytes]:
-    typical = [reference_encode(d) for d in (REDEEM, ANSWER, REVERSAL)]
+    typical = [reference_encode(d) for d in TYPICAL]
     return st.sampled_from(typical) | valid_dicts().map(reference_encode)
 
 
@@ -309,7 +328,7 @@ def test_encode_odd_dicts(name: str, fields: dict[Any, Any]) -> None:
 
 
 def test_encode_typical_messages() -> None:
-    for fields in (REDEEM, ANSWER, REVERSAL):
+    for fields in TYPICAL:
         assert fastcodec.encode(fields) == reference_encode(fields)
     assert fastcodec.encode({"t": "0810", "70": "301"})[4:36] == b"8000000000000000" + (
         b"0400000000000000"
@@ -527,7 +546,7 @@ def test_decode_partial_dict_holds_the_failing_field_empty() -> None:
 
 
 def test_decode_typical_messages() -> None:
-    for fields in (REDEEM, ANSWER, REVERSAL):
+    for fields in TYPICAL:
         frame = reference_encode(fields)
         assert fastcodec.decode_checked(frame) == (iso8583.decode(frame, HOUSE_ASCII)[0], None)
     assert fastcodec.decode(bytearray(reference_encode(REDEEM))) == fastcodec.decode(

@@ -609,6 +609,7 @@ DOCTEST_MODULES = [
     "authsrv.model",
     "authsrv.logs",
     *_modules(keys),
+    "simulators.batch",
 ]
 
 

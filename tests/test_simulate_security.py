@@ -201,6 +201,20 @@ def test_pin_right_and_wrong(secured: Secured, name: str) -> None:
     _no_secrets(secured, right, wrong, balance)
 
 
+@pytest.mark.parametrize("name", ["mac-aes", "mac-tdes", "dukpt-aes", "dukpt-tdes"])
+def test_close_batch_is_maced_both_ways(secured: Secured, name: str) -> None:
+    """A 0500 goes MACed in field 128 (the totals need the secondary bitmap); the simulator
+    checks the 0510's MAC. The first close takes whatever the batch holds; the second finds it
+    empty: zeros are in balance."""
+    prof = secured.profiles[name]
+    first = _ok(_simulate(secured, prof, "close-batch", "--verbose"))
+    assert "rc 00 IN BALANCE" in first or "rc 95 OUT OF BALANCE" in first
+    assert "    128  " in first
+    second = _ok(_simulate(secured, prof, "close-batch", "--batch", "000002"))
+    assert "batch 000002" in second and "rc 00 IN BALANCE" in second
+    _no_secrets(secured, first, second)
+
+
 def test_dukpt_counter_kept_between_invocations(secured: Secured) -> None:
     prof = secured.profiles["dukpt-aes"]
     state = prof.key_file.with_name(prof.key_file.name + ".ksn")
