@@ -117,6 +117,7 @@ def open_host(cfg: Config, worker: int | None = None) -> Host:
         key_grace_s=cfg.security.key_grace_s,
         pin_tries_max=cfg.security.pin_tries_max,
         day_clock=day_clock(cfg) if cfg.settlement.auto_cutover else None,
+        expiry=cfg.settlement.expiry_sweep,
     )
     metrics.dupes_window.set(cfg.store.dup_window_s)
     if cfg.security.demo_mode:

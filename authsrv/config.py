@@ -127,6 +127,9 @@ class SettlementConfig:
     dir: str = ""
     # Sender id in every clearing file's header (1-11 letters, digits, "_", ".", "-").
     host_id: str = "AUTHSRV"
+    # The host's sweep moves what is left on cards past their expiry month to breakage
+    # (store.sweep_batch_max cards per sweep); else only `authsrv settle expire` does.
+    expiry_sweep: bool = True
 
 
 @dataclass(slots=True)

@@ -170,6 +170,17 @@ class Metrics:
             "Clearing files (IPM, CSV and digests) written for closed business days",
             registry=r,
         )
+        self.cards_expired = Counter(
+            "authsrv_cards_expired_total",
+            "Cards the sweep set to expired after their expiry month",
+            registry=r,
+        )
+        self.breakage = Counter(
+            "authsrv_breakage_minor_total",
+            "Value moved from expired cards to breakage, in minor units, by breakage account",
+            ["account"],
+            registry=r,
+        )
         self.batches_closed = Counter(
             "authsrv_batches_closed_total",
             "Terminal batches closed by a 0500, by response code: 00 in balance, 95 out of balance",

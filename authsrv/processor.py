@@ -65,6 +65,7 @@ from protocol.messages import (
 from protocol.reconciliation import TOTALS_FIELDS, difference
 from protocol.tlv import Balance, encode_balances, encode_tlv
 from settlement.day import DayClock, close_open_day, cutover_due, next_day
+from settlement.expiry import expire_cards_in
 
 __all__ = ["Outcome", "Pending", "Processor"]
 
@@ -142,6 +143,7 @@ class Processor:
         key_grace_s: int = 900,
         pin_tries_max: int = 3,
         day_clock: DayClock | None = None,
+        expiry: bool = False,
     ) -> None:
         self.store = store
         self.keys = keys
@@ -159,6 +161,7 @@ class Processor:
         # Automatic business-day cut-over (None: only by hand). The open day ends at
         # _day_ends_ms; until then a batch pays one comparison for it.
         self.day_clock = day_clock
+        self.expiry = expiry  # the sweep moves expired cards' value to breakage
         self._day_ends_ms = 0
 
     # -- event loop side ---------------------------------------------------------------------
@@ -590,7 +593,7 @@ class Processor:
             return None
         due, ends_ms = cutover_due(led, self.day_clock, now_ms)
         if not due:
-            return ends_ms, [], None
+            return ends_ms, [], led.open_day()
         closed, opened = close_open_day(led, self.day_clock, now_ms, how="auto")
         return self.day_clock.start_ms(next_day(opened.day)), closed, opened
 
@@ -610,7 +613,8 @@ class Processor:
             )
         if opened is not None:
             self.metrics.business_day.set(int(opened.day))
-            self.log.info("business_day_opened", day=opened.day, first_seq=opened.first_seq)
+            if closed:
+                self.log.info("business_day_opened", day=opened.day, first_seq=opened.first_seq)
 
     def _ksn_fresh(self, led: Ledger, req: Request, counter: int) -> bool:
         """A DUKPT counter must exceed the last one accepted from the device; checked after the
@@ -712,8 +716,9 @@ class Processor:
         )
 
     def sweep(self) -> tuple[int, int]:
-        """Release expired holds and prune duplicate records past their window, in bounded
-        steps; each step is one write transaction, so it happens exactly once.
+        """Release expired holds, prune duplicate records past their window and (with
+        ``expiry``) move expired cards' value to breakage, in bounded steps; each step is one
+        write transaction, so it happens exactly once.
 
         Returns (holds expired, records pruned).
         """
@@ -726,7 +731,19 @@ class Processor:
             pruned = led.prune_dupes(now_ms - self.dup_window_ms, self.sweep_batch_max)
             oldest = led.oldest_dupe_ms()
             stored = led.dupes_count()
+            swept = expire_cards_in(led, now_ms, self.sweep_batch_max) if self.expiry else None
         self._day_committed(day)
+        if swept is not None:
+            self.metrics.cards_expired.inc(swept.expired)
+            for account, amount in swept.moved.items():
+                self.metrics.breakage.labels(account).inc(amount)
+            if swept.expired or swept.transfers:
+                self.log.info(
+                    "cards_expired",
+                    cards=swept.expired,
+                    transfers=swept.transfers,
+                    moved_minor=swept.moved,
+                )
         self.metrics.holds_expired.inc(len(expired))
         self.metrics.dupes_pruned.inc(pruned)
         self.metrics.dupes_stored.set(stored)

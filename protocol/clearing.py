@@ -21,6 +21,12 @@ MTI   field 24       message
 
 Which fields each message has is :data:`MESSAGE_FIELDS`: exactly those, no more, no fewer.
 
+Inbound files (``authsrv settle import``): offline transactions sent *to* the host, e.g. a web
+shop's day, in the same framing and messages, except that field 2 of a record carries the full
+card number (:data:`CARD_NUMBER`, Luhn-checked by the reader) instead of the masked one. Only
+the reader's explicit inbound mode accepts that; an outbound file with a full card number is
+refused as before. An inbound financial record carries one of :data:`INBOUND_OPERATIONS`.
+
 Framing: each message is preceded by a 4-byte big-endian binary length that does not count
 itself (:data:`FRAME_PREFIX_LEN`). Nothing precedes the header or follows the trailer.
 
@@ -55,6 +61,7 @@ import msgspec
 from protocol.dialect import _fixed, _lllvar, _llvar
 
 __all__ = [
+    "CARD_NUMBER",
     "CLEARING_ASCII",
     "CLEARING_FIELDS",
     "FRAME_PREFIX_LEN",
@@ -62,6 +69,7 @@ __all__ = [
     "FUNC_HEADER",
     "FUNC_REVERSAL",
     "FUNC_TRAILER",
+    "INBOUND_OPERATIONS",
     "MASKED_CARD",
     "MESSAGE_FIELDS",
     "MESSAGE_LEN_MAX",
@@ -153,6 +161,16 @@ OPERATIONS: dict[str, str] = {
 # digits with the middle (2-9 digits of a 12-19 digit number) replaced by "*".
 MASKED_CARD = re.compile(r"[0-9]{6}\*{2,9}[0-9]{4}", re.ASCII)
 
+# Field 2 of an inbound record (DESIGN §6: read, never copied, never stored): the full card
+# number, 12-19 digits. Only the inbound reader accepts it; the outbound writer never writes it.
+CARD_NUMBER = re.compile(r"[0-9]{12,19}", re.ASCII)
+
+# Operations an inbound financial record may carry (a web shop's day): the sale of a card with
+# its initial value, a load, a purchase paid with a card, a refund to a card. The others are
+# the host's own (a campaign issue, a cash-out at a till, completions and advices of terminals)
+# and are rejected record by record on import, as are reversal records (1240/400).
+INBOUND_OPERATIONS: tuple[str, ...] = ("activate", "load", "redeem", "refund")
+
 # Field 56 of a reversal: the original record's RRN (an12), STAN (n6), business day (n8) and
 # record id (n20), concatenated.
 ORIGINAL_DATA_LEN = 12 + 6 + 8 + 20
@@ -190,6 +208,8 @@ assert _message_len_max() <= MESSAGE_LEN_MAX, _message_len_max()
 assert CLEARING_FIELDS["56"]["max_len"] == ORIGINAL_DATA_LEN
 assert CLEARING_FIELDS["127"]["max_len"] >= TOTALS_BLOCKS_MAX * TOTALS_BLOCK_LEN
 assert set(OPERATIONS.values()) == {"C", "D"}
+assert set(INBOUND_OPERATIONS) <= set(OPERATIONS)
+assert CLEARING_FIELDS["2"]["max_len"] == 19, "field 2 holds an inbound card number"
 assert all(len(op) <= CLEARING_FIELDS["122"]["max_len"] for op in OPERATIONS)
 for _keys in MESSAGE_FIELDS.values():
     assert list(_keys) == sorted(_keys, key=int), _keys

@@ -18,6 +18,11 @@ Card data: records hold masked card numbers only (first six, ``*``, last four). 
 refuses a record whose card field is anything else and the reader refuses such a file, so that
 no full card number can reach a clearing file or be read from one as if it belonged there.
 
+Inbound files (``authsrv settle import``, :class:`InboundFile`, :func:`build_inbound_file`):
+offline transactions sent to the host in the same layout, except that field 2 is the full card
+number. Only this explicit inbound mode reads them; they are read in place (memory-mapped),
+never copied, and the card numbers in them go nowhere but into the keyed hash.
+
 Files (``<stem>`` is ``clearing-<business day>-<file sequence, 6 digits>``):
 
 - ``<stem>.ipm``: the clearing file proper;
@@ -45,6 +50,7 @@ True
 from __future__ import annotations
 
 import csv
+import dataclasses
 import functools
 import hashlib
 import mmap
@@ -54,13 +60,15 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 import iso8583
 import msgspec
 
 from protocol import clearing as layout
+from protocol.cards import luhn_valid, mask_pan
 from protocol.clearing import (
+    CARD_NUMBER,
     CLEARING_FIELDS,
     FRAME_PREFIX_LEN,
     FUNC_FINANCIAL,
@@ -88,13 +96,18 @@ __all__ = [
     "CurrencyTotals",
     "FileHeader",
     "FileTrailer",
+    "InboundFile",
+    "InboundItem",
+    "InboundRecord",
     "VerifyReport",
     "build_clearing_file",
+    "build_inbound_file",
     "clearing_file_stem",
     "describe_clearing_file",
     "read_clearing_file",
     "verify_clearing_file",
     "write_clearing_files",
+    "write_digest_file",
 ]
 
 # --- limits (each is a field width of protocol.clearing) ----------------------------------------
@@ -498,6 +511,22 @@ class _Lines:
         return data
 
 
+class _Totalled(Protocol):
+    """What the reader's file-level checks (totals, unique record ids) read of a record."""
+
+    @property
+    def record_id(self) -> int: ...
+
+    @property
+    def currency(self) -> str: ...
+
+    @property
+    def dc(self) -> str: ...
+
+    @property
+    def amount_minor(self) -> int: ...
+
+
 class _Totals:
     """Debit and credit counts and sums per currency, as the trailer states them."""
 
@@ -505,13 +534,16 @@ class _Totals:
         # currency -> [debit count, debit minor, credit count, credit minor]
         self.by_currency: dict[str, list[int]] = {}
 
-    def add(self, rec: ClearingRecord) -> None:
-        row = self.by_currency.get(rec.currency)
+    def add(self, rec: _Totalled) -> None:
+        self.add_amount(rec.currency, rec.dc, rec.amount_minor)
+
+    def add_amount(self, currency: str, dc: str, amount_minor: int) -> None:
+        row = self.by_currency.get(currency)
         if row is None:
-            row = self.by_currency[rec.currency] = [0, 0, 0, 0]
-        i = 0 if rec.dc == "D" else 2
+            row = self.by_currency[currency] = [0, 0, 0, 0]
+        i = 0 if dc == "D" else 2
         row[i] += 1
-        row[i + 1] += rec.amount_minor
+        row[i + 1] += amount_minor
 
     def result(self) -> tuple[CurrencyTotals, ...]:
         return tuple(
@@ -773,10 +805,17 @@ def _field_set_problem(doc: dict[str, str], kind: tuple[str, str]) -> tuple[str,
 _Buffer = bytes | bytearray | memoryview | mmap.mmap
 
 
-class _Scan:
-    """One pass over a file's bytes: framing, messages, order, records, counts and totals."""
+_R = TypeVar("_R", bound=_Totalled)
 
-    def __init__(self, data: _Buffer, on_record: Callable[[int, ClearingRecord], None] | None):
+
+class _BaseScan(Generic[_R]):
+    """One pass over a file's bytes: framing, messages, order, records, counts and totals.
+
+    How a record is read is the subclass's: :class:`_Scan` (outbound, masked card numbers,
+    every problem refuses the file) or :class:`_InboundScan` (inbound files).
+    """
+
+    def __init__(self, data: _Buffer, on_record: Callable[[int, _R], None] | None):
         self.data = data
         self.on_record = on_record
 
@@ -915,6 +954,52 @@ class _Scan:
 
     def _record(
         self, number: int, offset: int, doc: dict[str, str], seq: int, header: FileHeader
+    ) -> _R:
+        raise NotImplementedError  # pragma: no cover
+
+    def _trailer(
+        self,
+        number: int,
+        offset: int,
+        doc: dict[str, str],
+        header: FileHeader,
+        totals: _Totals,
+        records: int,
+    ) -> FileTrailer:
+        where = f"trailer (message {number} at byte {offset})"
+        kind = (MTI_FILE, FUNC_TRAILER)
+
+        def fail(field: str, what: str) -> ClearingFileError:
+            return ClearingFileError(what, where=where, field=field, offset=offset)
+
+        if doc["p"] + doc.get("1", "") != _BITMAPS[kind]:
+            raise fail(*_field_set_problem(doc, kind))
+        if doc["101"] != header.file_id:
+            raise fail("101", "the trailer's file id is not the header's")
+        if doc["28"] != header.business_day:
+            raise fail("28", "the trailer's business day is not the header's")
+        if not _N8.fullmatch(doc["126"]):
+            raise fail("126", "the record count must be 8 digits")
+        count = int(doc["126"])
+        if count != records:
+            raise fail("126", f"the trailer counts {count} records, the file has {records}")
+        try:
+            stated = layout.decode_totals(doc["127"])
+        except ValueError as exc:
+            raise fail("127", str(exc)) from None
+        summed = totals.result()
+        if stated != summed:
+            raise fail("127", _totals_difference(stated, summed))
+        return FileTrailer(
+            file_id=doc["101"], business_day=doc["28"], record_count=count, totals=stated
+        )
+
+
+class _Scan(_BaseScan[ClearingRecord]):
+    """The outbound reading: masked card numbers only, and any problem refuses the file."""
+
+    def _record(
+        self, number: int, offset: int, doc: dict[str, str], seq: int, header: FileHeader
     ) -> ClearingRecord:
         where = f"record {seq} (message {number} at byte {offset})"
 
@@ -962,43 +1047,6 @@ class _Scan:
         if f"{rec.approval:<6}" != doc["38"]:
             raise fail("38", "the approval code must be padded with spaces only")
         return rec
-
-    def _trailer(
-        self,
-        number: int,
-        offset: int,
-        doc: dict[str, str],
-        header: FileHeader,
-        totals: _Totals,
-        records: int,
-    ) -> FileTrailer:
-        where = f"trailer (message {number} at byte {offset})"
-        kind = (MTI_FILE, FUNC_TRAILER)
-
-        def fail(field: str, what: str) -> ClearingFileError:
-            return ClearingFileError(what, where=where, field=field, offset=offset)
-
-        if doc["p"] + doc.get("1", "") != _BITMAPS[kind]:
-            raise fail(*_field_set_problem(doc, kind))
-        if doc["101"] != header.file_id:
-            raise fail("101", "the trailer's file id is not the header's")
-        if doc["28"] != header.business_day:
-            raise fail("28", "the trailer's business day is not the header's")
-        if not _N8.fullmatch(doc["126"]):
-            raise fail("126", "the record count must be 8 digits")
-        count = int(doc["126"])
-        if count != records:
-            raise fail("126", f"the trailer counts {count} records, the file has {records}")
-        try:
-            stated = layout.decode_totals(doc["127"])
-        except ValueError as exc:
-            raise fail("127", str(exc)) from None
-        summed = totals.result()
-        if stated != summed:
-            raise fail("127", _totals_difference(stated, summed))
-        return FileTrailer(
-            file_id=doc["101"], business_day=doc["28"], record_count=count, totals=stated
-        )
 
 
 def _totals_difference(
@@ -1114,17 +1162,18 @@ def verify_clearing_file(path: Path | str, *, digest: bool = True) -> VerifyRepo
     )
 
 
-def _check_digest(path: Path, actual: str) -> None:
+def _check_digest(
+    path: Path,
+    actual: str,
+    missing: str = "missing (every clearing file has one; verify without it only on purpose)",
+) -> None:
     digest_path = path.with_name(path.name + ".sha256")
     where = f"digest file {digest_path.name}"
     try:
         with digest_path.open("rb") as f:
             raw = f.read(DIGEST_FILE_MAX_BYTES + 1)
     except FileNotFoundError:
-        raise ClearingFileError(
-            "missing (every clearing file has one; verify without it only on purpose)",
-            where=where,
-        ) from None
+        raise ClearingFileError(missing, where=where) from None
     text = raw.decode("ascii", errors="replace")
     match = _DIGEST_LINE.fullmatch(text)
     if match is None or len(raw) > DIGEST_FILE_MAX_BYTES:
@@ -1207,3 +1256,360 @@ def describe_clearing_file(source: Path | str | bytes | bytearray) -> str:
     )
     out.extend(lines)
     return "\n".join(out) + "\n"
+
+
+# --- inbound files (authsrv settle import) -----------------------------------------------------
+
+_N3 = re.compile(r"[0-9]{3}", re.ASCII)
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class InboundItem:
+    """One transaction for :func:`build_inbound_file`: a web shop's sale of a card (activate), a
+    load, a purchase paid with a card (redeem) or a refund.
+
+    ``pan`` is the full card number (kept out of ``repr``). ``local_time`` is MMDDhhmmss at the
+    sender; ``stan`` 6 digits and ``rrn`` 12 letters or digits are the sender's references.
+    ``record_id`` defaults to the record's sequence number, ``sent_utc`` (field 123, when the
+    sender took the transaction, UTC YYYYMMDDhhmmss) to the file's creation time. ``original``
+    makes a reversal record, which the host rejects on import (record by record).
+    """
+
+    pan: str = dataclasses.field(repr=False)
+    op: str
+    amount_minor: int
+    currency: str
+    store_id: str
+    terminal_id: str
+    local_time: str
+    stan: str
+    rrn: str
+    approval: str = ""
+    record_id: int | None = None
+    sent_utc: str | None = None
+    original: ClearingOriginal | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class InboundRecord:
+    """One record of an inbound file as the reader found it.
+
+    ``pan`` and ``message`` (the record's bytes, which the import's content MAC covers) hold
+    the full card number: neither is in ``repr``, and neither may be stored or logged.
+    ``problem`` is the first field whose content breaks the layout and why (the import rejects
+    the record with 30 naming it and goes on with the others); None for a well-formed record.
+    """
+
+    seq: int  # field 71: 1, 2, ... in file order
+    reversal: bool  # a reversal record (1240/400)
+    op: str
+    dc: str
+    amount_minor: int
+    currency: str
+    stan: str
+    local_time: str  # MMDDhhmmss at the sender
+    rrn: str
+    approval: str
+    terminal_id: str
+    store_id: str
+    record_id: int  # the sender's id of the record, unique in the file
+    sent_utc: str  # field 123
+    problem: tuple[str, str] | None
+    pan: str = dataclasses.field(repr=False)
+    message: bytes = dataclasses.field(repr=False)
+
+    @property
+    def check_digit_ok(self) -> bool:
+        return luhn_valid(self.pan)
+
+    @property
+    def card_masked(self) -> str:
+        """First six and last four; empty when field 2 is not a card number at all."""
+        return mask_pan(self.pan) if CARD_NUMBER.fullmatch(self.pan) else ""
+
+
+def _inbound_problem(doc: dict[str, str]) -> tuple[str, str] | None:
+    """The first field of an inbound record whose content breaks the layout, and why.
+
+    The card's check digit is not one of them: a wrong one is answered 14 by the host, as for a
+    terminal. Shared by the reader and :func:`build_inbound_file`, so that what the builder
+    writes reads without a problem.
+    """
+    if not CARD_NUMBER.fullmatch(doc["2"]):
+        return "2", "not a card number (12-19 digits)"
+    if not _STAN.fullmatch(doc["11"]):
+        return "11", "the STAN must be 6 digits"
+    local = doc["12"]
+    if not (_LOCAL.fullmatch(local) and local[:4] in _MMDD_OK):
+        return "12", "the local time must be MMDDhhmmss"
+    if not _RRN.fullmatch(doc["37"]):
+        return "37", "the RRN must be 12 letters, digits or spaces (not all spaces)"
+    if not _APPROVAL.fullmatch(doc["38"].rstrip(" ")):
+        return "38", "the approval code must be 0-6 letters or digits, space padded"
+    if not _TERMINAL.fullmatch(doc["41"]):
+        return "41", "the terminal id must be 8 printable ASCII characters"
+    if not _STORE.fullmatch(doc["42"].rstrip(" ")):
+        return "42", "the store id must be 1-15 printable ASCII characters, space padded"
+    if doc["49"] not in CURRENCIES:
+        return "49", "not an ISO 4217 numeric currency code the host knows"
+    op = doc["122"]
+    direction = OPERATIONS.get(op)
+    if direction is None:
+        return "122", f"not an operation of the layout ({', '.join(OPERATIONS)})"
+    if "56" in doc:
+        direction = "C" if direction == "D" else "D"
+    if doc["121"] != direction:
+        kind = "a reversal of" if "56" in doc else "a financial record of"
+        return "121", f"must be {direction} for {kind} {op} (card's point of view)"
+    sent = doc["123"]
+    if not (_STAMP.fullmatch(sent) and _day_valid(sent[:8])):
+        return "123", "the sender's time must be YYYYMMDDhhmmss (UTC)"
+    return None
+
+
+class _InboundScan(_BaseScan[InboundRecord]):
+    """The inbound reading: field 2 is a full card number.
+
+    What the file's integrity rests on refuses the file: framing, message kinds and their
+    fields, header, trailer, record numbering, business day, and the fields the count and the
+    totals are computed from (4, 49, 121; 120 unique). A masked card number refuses it too (an
+    outbound clearing file is not imported). A problem with one record's other content is
+    that record's (:attr:`InboundRecord.problem`).
+    """
+
+    def _record(
+        self, number: int, offset: int, doc: dict[str, str], seq: int, header: FileHeader
+    ) -> InboundRecord:
+        where = f"record {seq} (message {number} at byte {offset})"
+
+        def fail(field: str, what: str) -> ClearingFileError:
+            return ClearingFileError(what, where=where, field=field, record=seq, offset=offset)
+
+        for key, pattern in (("4", _N12), ("49", _N3), ("71", _N8), ("120", _N20)):
+            if not pattern.fullmatch(doc[key]):
+                raise fail(key, f"must be {CLEARING_FIELDS[key]['max_len']} digits")
+        if int(doc["71"]) != seq:
+            raise fail("71", f"the record sequence number is {int(doc['71'])}, expected {seq}")
+        if doc["28"] != header.business_day:
+            raise fail("28", "the record's business day is not the file's")
+        if doc["121"] not in ("C", "D"):
+            raise fail("121", "must be D or C (the trailer's totals count by it)")
+        if MASKED_CARD.fullmatch(doc["2"]):
+            raise fail("2", "a masked card number: an outbound clearing file is not imported")
+        start = offset + FRAME_PREFIX_LEN
+        size = int.from_bytes(self.data[offset:start], "big")
+        return InboundRecord(
+            seq=seq,
+            reversal="56" in doc,
+            op=doc["122"],
+            dc=doc["121"],
+            amount_minor=int(doc["4"]),
+            currency=doc["49"],
+            stan=doc["11"],
+            local_time=doc["12"],
+            rrn=doc["37"],
+            approval=doc["38"].rstrip(" "),
+            terminal_id=doc["41"],
+            store_id=doc["42"].rstrip(" "),
+            record_id=int(doc["120"]),
+            sent_utc=doc["123"],
+            problem=_inbound_problem(doc),
+            pan=doc["2"],
+            message=bytes(self.data[start : start + size]),
+        )
+
+
+class InboundFile:
+    """An inbound file, read in place (memory-mapped, never copied) and checked whole on open.
+
+    Opening checks everything the file's integrity rests on (:class:`_InboundScan`: framing,
+    header, trailer, record numbering, count and totals per currency), then, unless
+    ``digest=False``, the digest file ``<file>.sha256`` beside it (``sha256sum`` format), which
+    catches a changed byte anywhere. :meth:`records` then reads the records a second time.
+
+    Resource handling: a context manager; the map and the file are closed on exit.
+
+    Error handling: :class:`ClearingFileError` for the first problem (where and what, never a
+    field's content); ``OSError`` when the file cannot be read.
+    """
+
+    def __init__(self, source: Path | str | bytes | bytearray, *, digest: bool = True) -> None:
+        self._src = _Source(source)
+        try:
+            scan = _InboundScan(self._src.data, None)
+            self.header, self.trailer, self.size_bytes = scan.run()
+            self.sha256 = hashlib.sha256(self._src.data).hexdigest()
+            self.digest_checked = digest and self._src.path is not None
+            if self.digest_checked:
+                assert self._src.path is not None
+                _check_digest(
+                    self._src.path,
+                    self.sha256,
+                    missing="missing (write one with `sha256sum FILE > FILE.sha256`, or import "
+                    "without it on purpose: --no-digest)",
+                )
+        except BaseException:
+            self.close()
+            raise
+
+    def records(self) -> Iterator[InboundRecord]:
+        """The records in file order (the file was checked whole when it was opened)."""
+        scan = _InboundScan(self._src.data, None)
+        seq = 0
+        for number, offset, doc in scan._messages():
+            if doc["t"] == MTI_RECORD:
+                seq += 1
+                yield scan._record(number, offset, doc, seq, self.header)
+
+    def unchanged(self) -> bool:
+        """Whether the bytes are still the ones checked on open (nobody wrote into the file)."""
+        return hashlib.sha256(self._src.data).hexdigest() == self.sha256
+
+    def summary(self) -> str:
+        """One line: ``OK: 3 records, totals EUR debit 1 30.00 credit 2 150.00; file ...``."""
+        return (
+            f"OK: {self.trailer.record_count} records, totals "
+            f"{_totals_text(self.trailer.totals)}; file {self.header.file_id} from "
+            f"{self.header.sender}, business day {self.header.business_day}, digest "
+            f"{'checked' if self.digest_checked else 'NOT checked'}"
+        )
+
+    def close(self) -> None:
+        self._src.__exit__()
+
+    def __enter__(self) -> InboundFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _inbound_fields(
+    item: InboundItem, seq: int, business_day: str, created: str
+) -> tuple[dict[str, str], tuple[str, str] | None]:
+    """The record's field texts, and the first problem the layout has with them."""
+    amount = item.amount_minor
+    if type(amount) is not int or not 0 <= amount <= AMOUNT_MINOR_MAX:
+        what = f"the amount must be an integer of minor units, 0 to {AMOUNT_MINOR_MAX}"
+        return {}, ("4", what)
+    record_id = seq if item.record_id is None else item.record_id
+    if type(record_id) is not int or not 0 <= record_id <= RECORD_ID_MAX:
+        return {}, ("120", f"the record id must be an integer 0 to {RECORD_ID_MAX}")
+    direction = OPERATIONS.get(item.op)
+    if direction is None:
+        return {}, ("122", f"not an operation of the layout ({', '.join(OPERATIONS)})")
+    fields = {
+        "t": MTI_RECORD,
+        "2": item.pan,
+        "4": f"{amount:012d}",
+        "11": item.stan,
+        "12": item.local_time,
+        "24": FUNC_FINANCIAL,
+        "28": business_day,
+        "37": item.rrn,
+        "38": f"{item.approval:<6}",
+        "41": item.terminal_id,
+        "42": f"{item.store_id:<15}",
+        "49": item.currency,
+    }
+    orig = item.original
+    if orig is not None:
+        direction = "C" if direction == "D" else "D"
+        if not (
+            _RRN.fullmatch(orig.rrn)
+            and _STAN.fullmatch(orig.stan)
+            and _day_valid(orig.business_day)
+            and type(orig.record_id) is int
+            and 0 <= orig.record_id <= RECORD_ID_MAX
+        ):
+            return {}, ("56", "the original must have an RRN, a STAN, a day and a record id")
+        fields["24"] = FUNC_REVERSAL
+        fields["56"] = f"{orig.rrn}{orig.stan}{orig.business_day}{orig.record_id:020d}"
+    fields["71"] = f"{seq:08d}"
+    fields["120"] = f"{record_id:020d}"
+    fields["121"] = direction
+    fields["122"] = item.op
+    fields["123"] = created if item.sent_utc is None else item.sent_utc
+    return fields, _inbound_problem(fields)
+
+
+def build_inbound_file(
+    *,
+    sender: str,
+    business_day: str,
+    file_seq: int,
+    created: str,
+    items: Iterable[InboundItem],
+) -> bytes:
+    """An inbound file that :class:`InboundFile` reads: for tests, and for integrators who
+    produce their files in Python (write it with mode 0600: it holds card numbers, and give it
+    its digest with :func:`write_digest_file`).
+
+    The header is the clearing file's: file id ``<sender>-<business day>-<file seq>``, which is
+    what makes each record exactly once on import (with its sequence number). The card's check
+    digit is not checked here: the host rejects a record whose card number fails it (14), as it
+    rejects reversal records and operations it does not import, record by record.
+
+    >>> data = build_inbound_file(sender="WEB1", business_day="20261122", file_seq=1,
+    ...     created="20261122230000", items=[InboundItem(pan="6036280000000000003",
+    ...     op="redeem", amount_minor=1250, currency="978", store_id="WEB01",
+    ...     terminal_id="W0000001", local_time="1122183015", stan="000001", rrn="ORDER0000001")])
+    >>> with InboundFile(data) as inbound:
+    ...     [(r.seq, r.op, r.card_masked, r.problem) for r in inbound.records()]
+    [(1, 'redeem', '603628*********0003', None)]
+
+    Error handling: :class:`ClearingFileError` naming the first argument or item (1-based) and
+    field the layout cannot hold; never quoting a card number.
+    """
+    header = FileHeader(
+        file_id=_file_id(sender, business_day, file_seq) if type(file_seq) is int else "",
+        business_day=business_day,
+        file_seq=file_seq,
+        created_utc=created,
+        sender=sender,
+    )
+    problem = _header_problem(header)
+    if problem is not None:
+        field, what = problem
+        raise ClearingFileError(what, where="file header", field=field)
+    frames = [_frame(_header_fields(header))]
+    totals = _Totals()
+    seen: set[str] = set()
+    seq = 0
+    for seq, item in enumerate(items, start=1):
+        if seq > RECORDS_MAX:
+            raise ClearingFileError(f"more than {RECORDS_MAX} records: split the file")
+        fields, problem = _inbound_fields(item, seq, business_day, created)
+        if problem is None and fields["120"] in seen:
+            problem = "120", "the record id is not unique in the file"
+        if problem is not None:
+            field, what = problem
+            raise ClearingFileError(what, where=f"item {seq}", field=field, record=seq)
+        seen.add(fields["120"])
+        totals.add_amount(fields["49"], fields["121"], item.amount_minor)
+        frames.append(_frame(fields))
+    summed = totals.result()
+    if len(summed) > TOTALS_BLOCKS_MAX:
+        raise ClearingFileError(f"{len(summed)} currencies, a file holds {TOTALS_BLOCKS_MAX}")
+    trailer = FileTrailer(
+        file_id=header.file_id, business_day=business_day, record_count=seq, totals=summed
+    )
+    frames.append(_frame(_trailer_fields(trailer)))
+    return b"".join(frames)
+
+
+def write_digest_file(path: Path | str) -> Path:
+    """Write ``<path>.sha256`` (``sha256sum`` format) for an existing file; atomically.
+
+    The file is read to hash it, nothing else; the digest file holds no card data.
+    """
+    path = Path(path)
+    digest = _TempFile(path.parent, f"{path.name}.sha256")
+    try:
+        digest.write(_digest_line(_file_sha256(path), path.name))
+        digest.finish()
+        os.replace(digest.path, digest.target)
+        _fsync_dir(path.parent)
+    finally:
+        digest.discard()
+    return digest.target

@@ -33,13 +33,17 @@ def add_settle_parser(sub: Any, add: Callable[..., argparse.ArgumentParser]) -> 
     p = add(
         sub,
         "settle",
-        "settlement: business days, the cut-over, and the clearing files of closed days",
+        "settlement: business days, the cut-over, clearing files, net settlement, expiry, reports",
         [
             "authsrv settle days",
             "authsrv settle cutover",
             "authsrv settle clearing 20261122",
             "authsrv settle verify settlement/clearing-20261122-000001.ipm",
             "authsrv settle describe settlement/clearing-20261122-000001.ipm | less",
+            "authsrv settle net 20261122",
+            "authsrv settle expire --dry-run",
+            "authsrv settle report liability",
+            "authsrv settle import /srv/inbound/web-20261122.ipm",
         ],
         cmd_settle,
         store_args=False,
@@ -123,6 +127,123 @@ def add_settle_parser(sub: Any, add: Callable[..., argparse.ArgumentParser]) -> 
         help="every closed day whose files are not in the directory",
     )
     _out_arg(w)
+    # -- net settlement, expiry, reports (handlers in settlement.report_commands) --------------
+    n = add(
+        actions,
+        "net",
+        "the net settlement of a closed business day: per store and funding account (the "
+        "float for gift cards, campaign:<chain> for campaign cards) what is owed to or by whom, "
+        "reconciled to the minor unit with the closing balances and the clearing records; "
+        "writes net-DAY.csv beside the clearing files; exit 1 with the differing figures when "
+        "it does not reconcile",
+        [
+            "authsrv settle net 20261122",
+            "authsrv settle net 20261122 --csv > net-20261122.csv",
+        ],
+        cmd_settle,
+    )
+    n.add_argument("day", help="the closed business day YYYYMMDD")
+    n.add_argument(
+        "--csv",
+        action="store_true",
+        help="print the CSV instead of the table (the file is written either way)",
+    )
+    _out_arg(n)
+    e = add(
+        actions,
+        "expire",
+        "move what is left on cards past their expiry month to breakage (the issuer's for gift "
+        "cards, the chain's for campaign cards) and mark them expired, in steps of --batch "
+        "cards, each one write transaction (safe while the host runs); a second run moves "
+        "nothing",
+        ["authsrv settle expire --dry-run", "authsrv settle expire --batch 5000"],
+        cmd_settle,
+    )
+    e.add_argument("--dry-run", action="store_true", help="say what would move; change nothing")
+    e.add_argument(
+        "--batch",
+        type=_positive,
+        default=1000,
+        metavar="N",
+        help="cards examined per write transaction (default 1000)",
+    )
+    r = add(
+        actions,
+        "report",
+        "a report as a table and a CSV file: liability (gift-card value outstanding now, by "
+        "store of sale and month of issue), breakage (value expired, by month and product), "
+        "activity (loads, uses and reversals per store and day), summary (per day: cards "
+        "sold, loads, uses, distinct cards used, average use); the day reports cover closed "
+        "days",
+        [
+            "authsrv settle report liability",
+            "authsrv settle report activity --from 20261101 --to 20261130",
+            "authsrv settle report summary --csv - | column -s, -t",
+            "authsrv settle report breakage --csv /srv/reports/breakage-2026.csv",
+        ],
+        cmd_settle,
+    )
+    r.add_argument("kind", choices=("liability", "breakage", "activity", "summary"))
+    r.add_argument(
+        "--from", dest="first", metavar="DAY", help="first closed day (default: the first)"
+    )
+    r.add_argument("--to", dest="last", metavar="DAY", help="last closed day (default: the last)")
+    r.add_argument(
+        "--csv",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="write the CSV to FILE ('-': print it instead of the table); default: "
+        "<kind>-<from>-<to>.csv (liability-at-<transfer>.csv) in the settlement directory",
+    )
+    _out_arg(r)
+    # -- batch import of offline transactions (handlers in settlement.import_commands) --------
+    i = add(
+        actions,
+        "import",
+        "apply the offline transactions of an inbound file (the clearing layout with full card "
+        "numbers, e.g. a web shop's day: activate, load, redeem, refund) through the host's "
+        "engine, each record exactly once (a second import moves nothing), safe while the host "
+        "runs; a file whose framing, count, totals or digest are wrong is refused whole (exit "
+        "1, nothing moves); every record not applied goes to FILE.rejects.csv (masked) with its "
+        "reason; exit 0 all applied, 1 some rejected",
+        [
+            "authsrv settle import /srv/inbound/web-20261122.ipm",
+            "authsrv settle import --out /srv/rejects /srv/inbound/web-20261122.ipm",
+            "authsrv settle import --check /srv/inbound/web-20261122.ipm   # the file only",
+        ],
+        cmd_settle,
+    )
+    i.add_argument(
+        "file", type=Path, help="the inbound file (full card numbers: read, never copied)"
+    )
+    i.add_argument(
+        "--no-digest",
+        dest="digest",
+        action="store_false",
+        help="do not require or check FILE.sha256 (a file received without one)",
+    )
+    i.add_argument(
+        "--check",
+        action="store_true",
+        help="check the file only (structure, count, totals, digest); the store is not opened",
+    )
+    i.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="directory of the rejects file FILE.rejects.csv (default: beside FILE)",
+    )
+    ii = add(
+        actions,
+        "imports",
+        "list the inbound files imported: records applied and rejected, first and last import",
+        ["authsrv settle imports", "authsrv settle imports --last 7"],
+        cmd_settle,
+    )
+    ii.add_argument(
+        "--last", type=_positive, default=31, metavar="N", help="the newest N files (default 31)"
+    )
 
 
 def _positive(text: str) -> int:
@@ -152,8 +273,22 @@ def cmd_settle(args: argparse.Namespace) -> int:
         "cutover": _cutover,
         "days": _days,
         "clearing": _clearing,
+        **_report_actions(),
+        **_import_actions(),
     }
     return actions[args.settle_command](args)
+
+
+def _report_actions() -> dict[str, Callable[[argparse.Namespace], int]]:
+    from settlement.report_commands import REPORT_ACTIONS  # imports this module
+
+    return REPORT_ACTIONS
+
+
+def _import_actions() -> dict[str, Callable[[argparse.Namespace], int]]:
+    from settlement.import_commands import IMPORT_ACTIONS  # imports this module
+
+    return IMPORT_ACTIONS
 
 
 def _fail(args: argparse.Namespace, text: str) -> None:

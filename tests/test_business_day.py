@@ -15,11 +15,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import iso8583
+import msgspec
 import pytest
 
 from authsrv.app import open_keys
 from authsrv.logs import configure_logging, get_logger
 from authsrv.metrics import Metrics
+from authsrv.model import CardState, card_account
 from authsrv.processor import Processor
 from authsrv.store import LedgerStore, check_ledger
 from protocol.dialect import HOUSE_ASCII
@@ -361,3 +363,25 @@ def test_settlement_config_errors(tmp_path: Path) -> None:
             load_config(None, {}, over)
     cfg = load_config(None, {}, {"store.path": str(tmp_path / "d")})
     assert cfg.settlement_dir == tmp_path / "settlement"
+
+
+def test_the_hosts_sweep_moves_expired_value_to_breakage(host: Host) -> None:
+    host.proc.expiry = True
+    host.clock.now_ms = OSLO.start_ms("20261122") + HOUR_MS
+    assert host.send("activate", 0, 10_000)["39"] == "00"
+    assert host.send("activate", 1, 4_000)["39"] == "00"
+    with host.store.write() as led:
+        card = led.card_by_hashes(host.proc.keys.pan_hashes(host.pans[0]))
+        assert card is not None
+        led.put_card(msgspec.structs.replace(card, expiry="2601"))  # ended January 2026
+    host.proc.sweep()
+    host.proc.sweep()  # a second sweep moves nothing more
+    with host.store.read() as led:
+        expired = led.card(card.id)
+        assert expired is not None and expired.state is CardState.EXPIRED
+        assert led.balance(card_account(card.id)) == 0
+        assert led.balance("breakage:issuer:978") == 10_000
+        assert [t.op for t in led.journal()].count("expire") == 1
+        assert check_ledger(led) == []
+    assert host.proc.metrics.cards_expired._value.get() == 1
+    assert host.send("redeem", 0, 100)["39"] == "54"

@@ -10,6 +10,8 @@ every day, and then checks for each day:
 - per currency, the file's debit total minus its credit total equals the movement of the
   stores' settlement accounts (closing balances minus the previous day's), and minus the
   movement of the card purses in the day's transfers;
+- the net settlement report reconciles, its store and funding-account nets sum to zero per
+  currency, and the stores' sum is the clearing file's debits minus credits;
 - the trailer says the same, and the files verify;
 
 and, on one day's file, that a changed byte, a dropped record (digest resealed) and a wrong
@@ -42,6 +44,7 @@ from protocol.messages import encode_message
 from settlement.clearing import ClearingFileError, verify_clearing_file
 from settlement.day import DayClock, DayIndex, current_open_day, next_day
 from settlement.ledger import clearing_records, write_day_files
+from settlement.net import build_net_report
 from simulators.terminal import build_request
 from tests.helpers import provision
 
@@ -200,14 +203,24 @@ def _check_day(
     units = set(by_currency) | {u for u, v in stores.items() if v} | set(cards)
     for unit in units:
         assert by_currency.get(unit, 0) == stores.get(unit, 0) == -cards.get(unit, 0), unit
+    # Net positions (DESIGN §4): built (and reconciled by the report itself) from the ledger;
+    # per currency the stores' and funding accounts' nets sum to zero, and the stores' sum is
+    # the clearing records' debits minus credits.
+    with store.read() as led:
+        net = build_net_report(led, day.day)
+    for unit in units | {s.currency for s in net.stores}:
+        store_sum = sum(s.net_minor for s in net.stores if s.currency == unit)
+        funding_sum = sum(f.net_minor for f in net.funding if f.currency == unit)
+        assert store_sum + funding_sum == 0, unit
+        assert store_sum == by_currency.get(unit, 0), unit
     files = write_day_files(store, out, "PROP", day.day)
     report = verify_clearing_file(files.paths.ipm)
     assert report.trailer.record_count == len(recs)
     debits = {t.currency: t for t in report.trailer.totals}
     for unit in units:
         totals: CurrencyTotals | None = debits.get(unit)
-        net = 0 if totals is None else totals.debit_minor - totals.credit_minor
-        assert net == by_currency.get(unit, 0)
+        in_file = 0 if totals is None else totals.debit_minor - totals.credit_minor
+        assert in_file == by_currency.get(unit, 0)
     return files.paths.ipm
 
 
