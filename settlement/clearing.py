@@ -558,6 +558,22 @@ class _Totals:
         )
 
 
+def _checked_header(sender: str, business_day: str, file_seq: int, created: str) -> FileHeader:
+    """The header of a file to write; :class:`ClearingFileError` names the field it cannot hold."""
+    header = FileHeader(
+        file_id=_file_id(sender, business_day, file_seq) if type(file_seq) is int else "",
+        business_day=business_day,
+        file_seq=file_seq,
+        created_utc=created,
+        sender=sender,
+    )
+    problem = _header_problem(header)
+    if problem is not None:
+        field, what = problem
+        raise ClearingFileError(what, where="file header", field=field)
+    return header
+
+
 def _file_batches(
     *,
     business_day: str,
@@ -572,17 +588,7 @@ def _file_batches(
     Error handling: :class:`ClearingFileError` for an argument or record the layout cannot
     hold, naming the record by its position in ``records`` (1-based) and the field.
     """
-    header = FileHeader(
-        file_id=_file_id(host_id, business_day, file_seq) if type(file_seq) is int else "",
-        business_day=business_day,
-        file_seq=file_seq,
-        created_utc=created,
-        sender=host_id,
-    )
-    problem = _header_problem(header)
-    if problem is not None:
-        field, what = problem
-        raise ClearingFileError(what, where="file header", field=field)
+    header = _checked_header(host_id, business_day, file_seq, created)
     lines = _Lines()
     writer = csv.writer(lines)  # RFC 4180: CRLF line ends, quotes only where needed
     if with_csv:
@@ -1561,17 +1567,7 @@ def build_inbound_file(
     Error handling: :class:`ClearingFileError` naming the first argument or item (1-based) and
     field the layout cannot hold; never quoting a card number.
     """
-    header = FileHeader(
-        file_id=_file_id(sender, business_day, file_seq) if type(file_seq) is int else "",
-        business_day=business_day,
-        file_seq=file_seq,
-        created_utc=created,
-        sender=sender,
-    )
-    problem = _header_problem(header)
-    if problem is not None:
-        field, what = problem
-        raise ClearingFileError(what, where="file header", field=field)
+    header = _checked_header(sender, business_day, file_seq, created)
     frames = [_frame(_header_fields(header))]
     totals = _Totals()
     seen: set[str] = set()
