@@ -14,9 +14,22 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TextIO
 
-from authsrv.engine import card_expired
-from authsrv.model import Card, CardState, Product, Store, Terminal, Transfer, card_account
+import msgspec
+
+from authsrv.engine import value_expired
+from authsrv.model import (
+    KIND_CAMPAIGN,
+    Card,
+    CardState,
+    Product,
+    Store,
+    Terminal,
+    Transfer,
+    card_account,
+)
+from authsrv.products import ProductError, change_product, check_stores_known, validate_product
 from authsrv.store import Ledger, LedgerStore
 from keys import KeyStore
 from protocol.cards import luhn_check_digit, luhn_valid
@@ -29,7 +42,9 @@ __all__ = [
     "add_terminal",
     "card_view",
     "issue_cards",
+    "issue_cards_into",
     "register_card",
+    "update_product",
 ]
 
 ISSUE_COUNT_MAX = 1_000_000
@@ -42,19 +57,56 @@ class AdminError(Exception):
     """One line for the operator: what is wrong and how to fix it."""
 
 
-def add_product(store: LedgerStore, product: Product) -> None:
-    if not (product.prefix.isdigit() and 4 <= len(product.prefix) <= 11):
-        raise AdminError("--prefix must be 4 to 11 digits (the card range)")
-    if not 13 <= product.pan_len <= 19 or product.pan_len - len(product.prefix) < 6:
-        raise AdminError("--pan-length must be 13-19 and leave at least 6 random digits")
-    if product.load_min_minor > product.load_max_minor:
-        raise AdminError("--load-min is above --load-max")
-    if max(product.load_max_minor, product.fixed_value_minor) > product.balance_max_minor:
-        raise AdminError("--load-max (or --fixed-value) is above --max-balance")
+def add_product(
+    store: LedgerStore, product: Product, *, now_ms: int | None = None, actor: str = "cli"
+) -> None:
+    """Add a product as its version 1 (audited).
+
+    Error handling: :class:`AdminError` with the option to fix.
+    """
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    try:
+        validate_product(product)
+    except ProductError as exc:
+        raise AdminError(str(exc)) from None
+    first = msgspec.structs.replace(product, version=1, changed_ms=now_ms)
     with store.write() as led:
         if led.product(product.id) is not None:
-            raise AdminError(f"product {product.id} exists already")
-        led.put_product(product)
+            raise AdminError(
+                f"product {product.id} exists already; change it with `products change`"
+            )
+        try:
+            check_stores_known(led, first)
+        except ProductError as exc:
+            raise AdminError(str(exc)) from None
+        led.put_product(first)
+        led.add_audit(
+            at_ms=now_ms,
+            actor=actor,
+            action="product_add",
+            target=f"product:{product.id}",
+            detail={"version": 1, "kind": product.kind},
+        )
+
+
+def update_product(
+    store: LedgerStore,
+    product_id: str,
+    changes: dict[str, object],
+    *,
+    now_ms: int | None = None,
+    actor: str = "cli",
+) -> Product:
+    """Write the next version of a product (the earlier ones are kept; audited).
+
+    Error handling: :class:`AdminError` with what to fix.
+    """
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    try:
+        with store.write() as led:
+            return change_product(led, product_id, changes, now_ms, actor)
+    except ProductError as exc:
+        raise AdminError(str(exc)) from None
 
 
 def add_store(store: LedgerStore, record: Store) -> None:
@@ -158,6 +210,7 @@ def _put_new_card(
         expiry=expiry,
         hash_version=digest[0],
         issued_ms=now_ms,
+        product_version=product.version,
     )
     led.put_card(card, digest)
     return card
@@ -169,13 +222,19 @@ def register_card(
     """Register one known card number (cards made elsewhere, e.g. by a card manufacturer).
 
     Error handling: :class:`AdminError` for a number outside the product's range, a bad check
-    digit or a number already registered.
+    digit, a number already registered, or a campaign product (DESIGN §6: campaign cards are
+    drawn at random within their range, by :func:`issue_cards` only).
     """
     _check_expiry(expiry)
     with store.write() as led:
         product = led.product(product_id)
         if product is None:
             raise AdminError(f"product {product_id} does not exist")
+        if product.kind == KIND_CAMPAIGN:
+            raise AdminError(
+                f"product {product_id} is a campaign: its cards are drawn at random by "
+                "`cards issue`, not registered one by one"
+            )
         if not (pan.startswith(product.prefix) and len(pan) == product.pan_len):
             raise AdminError("card number is not in the product's range")
         if not luhn_valid(pan):
@@ -217,12 +276,52 @@ def card_view(
             card = led.card(card_id)
         if card is None:
             raise AdminError("no such card")
-        product = led.product(card.product)
+        product = led.product_version(card.product, card.product_version) or led.product(
+            card.product
+        )
         assert product is not None
         return CardView(
             card=card,
             product=product,
             balance_minor=led.balance(card_account(card.id)),
-            expired=card_expired(card.expiry, int(time.time() * 1000)),
+            expired=value_expired(card, int(time.time() * 1000)),
             history=led.card_history(card.id, HISTORY_ROWS_MAX),
         )
+
+
+def issue_cards_into(
+    led: Ledger,
+    keys: KeyStore,
+    product_id: str,
+    count: int,
+    out: TextIO,
+    *,
+    now_ms: int,
+    expiry: str | None = None,
+) -> list[int]:
+    """:func:`issue_cards` inside the caller's write transaction (the HTTP API's writer job):
+    the card file's rows go to ``out``, which the caller created (0600) and removes when the
+    transaction does not commit.
+
+    Error handling: :class:`AdminError` (nothing is written to the store then).
+    """
+    if not 1 <= count <= ISSUE_COUNT_MAX:
+        raise AdminError(f"count must be between 1 and {ISSUE_COUNT_MAX}")
+    if expiry is not None:
+        _check_expiry(expiry)
+    product = led.product(product_id)
+    if product is None:
+        raise AdminError(f"product {product_id} does not exist")
+    card_expiry = expiry or _expiry_from(now_ms, product.expiry_months)
+    writer = csv.writer(out)
+    writer.writerow(["pan", "expiry", "product", "card_id"])
+    random_len = product.pan_len - len(product.prefix) - 1
+    ids: list[int] = []
+    for _ in range(count):
+        pan, digest = _new_pan(
+            led_taken=led.card_hash_taken, keys=keys, prefix=product.prefix, random_len=random_len
+        )
+        card = _put_new_card(led, product, pan, digest, card_expiry, now_ms)
+        writer.writerow([pan, card_expiry, product.id, card.id])
+        ids.append(card.id)
+    return ids

@@ -14,7 +14,14 @@ from authsrv.metrics import Metrics
 from authsrv.processor import Processor
 from authsrv.server import Server
 from authsrv.store import LedgerStore
-from keys import KeyStore, KeyStoreError, generate_kek_file, load_kek, new_key_blocks
+from keys import (
+    KeyStore,
+    KeyStoreError,
+    generate_kek_file,
+    load_kek,
+    missing_system_blocks,
+    new_key_blocks,
+)
 from keys.keystore import KEK_PENDING_SUFFIX
 from settlement.day import DayClock, current_open_day
 
@@ -66,7 +73,7 @@ def open_keys(store: LedgerStore) -> KeyStore:
     with store.read() as led:
         blocks = led.key_blocks()
     try:
-        return KeyStore(kek, blocks)
+        keys = KeyStore(kek, blocks)
     except KeyStoreError:
         pending = path.with_name(path.name + KEK_PENDING_SUFFIX)
         if pending.exists():
@@ -76,6 +83,21 @@ def open_keys(store: LedgerStore) -> KeyStore:
                 f"move it to {path} (mv {pending} {path})"
             ) from None
         raise
+    if missing_system_blocks(kek, blocks) and not store.env.flags()["readonly"]:
+        keys = KeyStore(kek, _add_system_keys(store, kek))
+    return keys
+
+
+def _add_system_keys(store: LedgerStore, kek: bytes) -> dict[str, str]:
+    """Give a store made by an older release the system keys added since (the activation
+    key). Checked again inside the write transaction, so that processes opening the store
+    together agree on one key."""
+    with store.write() as led:
+        blocks = led.key_blocks()
+        for name, block in missing_system_blocks(kek, blocks).items():
+            led.put_key_block(name, block)
+            blocks[name] = block
+    return blocks
 
 
 @dataclass
@@ -127,4 +149,10 @@ def open_host(cfg: Config, worker: int | None = None) -> Host:
             "never run live cards like this",
         )
     server = Server(cfg, processor, metrics, log, clearing_files=worker in (None, 0))
+    if cfg.api.enabled and worker in (None, 0):
+        # The HTTP API in this process (one of several workers), its writes through this
+        # server's writer (docs/api.md).
+        from api.serve import host_service
+
+        server.add_service(host_service(cfg, store, keys, metrics, log, server))
     return Host(cfg, store, keys, metrics, processor, server, log)

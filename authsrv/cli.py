@@ -17,7 +17,15 @@ from typing import Any, NoReturn
 
 import trio
 
-from authsrv.admin import AdminError, add_product, add_store, add_terminal, card_view, issue_cards
+from authsrv.admin import (
+    AdminError,
+    add_product,
+    add_store,
+    add_terminal,
+    card_view,
+    issue_cards,
+    update_product,
+)
 from authsrv.app import day_clock, init_store, open_host, open_keys, open_store
 from authsrv.config import Config, ConfigError, load_config
 from authsrv.logs import configure_logging, get_logger
@@ -133,59 +141,181 @@ def cmd_init(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# Product settings as options: (option, field, kind of value). Money in major units.
+_MONEY_OPTIONS = (
+    ("fixed_value", "fixed_value_minor"),
+    ("load_min", "load_min_minor"),
+    ("load_max", "load_max_minor"),
+    ("max_balance", "balance_max_minor"),
+    ("min_redeem", "redeem_min_minor"),
+    ("min_purchase", "min_purchase_minor"),
+    ("max_value", "max_value_minor"),
+)
+_PLAIN_OPTIONS = (
+    ("expiry_months", "expiry_months"),
+    ("share_bp", "share_bp"),
+    ("expiry_days", "expiry_days"),
+    ("expiry_date", "expiry_date"),
+    ("cashout", "cashout"),
+    ("pin_required", "pin_required"),
+    ("online_activation", "online_activation"),
+)
+_LIST_OPTIONS = (
+    ("issue_stores", "issue_stores"),
+    ("issue_chains", "issue_chains"),
+    ("redeem_stores", "redeem_stores"),
+    ("redeem_chains", "redeem_chains"),
+)
+
+
+def _names(text: str) -> tuple[str, ...]:
+    """``--issue-chains ACME,BETA`` -> ("ACME", "BETA"); "" -> () (the product's chain)."""
+    return tuple(sorted({n.strip() for n in text.split(",") if n.strip()}))
+
+
+def _product_settings(args: argparse.Namespace, currency: str) -> dict[str, Any]:
+    """The product settings given on the command line (options left out are not included)."""
+    out: dict[str, Any] = {}
+    for option, name in _MONEY_OPTIONS:
+        value = getattr(args, option)
+        if value is not None:
+            out[name] = _money(value, currency, "--" + option.replace("_", "-"))
+    for option, name in _PLAIN_OPTIONS:
+        value = getattr(args, option)
+        if value is not None:
+            out[name] = value
+    for option, name in _LIST_OPTIONS:
+        value = getattr(args, option)
+        if value is not None:
+            out[name] = _names(value)
+    if args.completion_tolerance_pct is not None:
+        out["completion_tolerance_bp"] = _money(
+            args.completion_tolerance_pct, "978", "--completion-tolerance-pct"
+        )
+    if args.reload is not None:
+        out["reloadable"] = args.reload
+    return out
+
+
+# Defaults of `products add` per kind (a campaign's value is computed: no loads, no cash-out).
+_GIFT_DEFAULTS: dict[str, Any] = {
+    "fixed_value_minor": 0,
+    "load_min_minor": 100,
+    "load_max_minor": 50_000,
+    "balance_max_minor": 100_000,
+    "redeem_min_minor": 1,
+    "expiry_months": 36,
+    "reloadable": True,
+    "cashout": False,
+    "pin_required": False,
+    "completion_tolerance_bp": 0,
+}
+_CAMPAIGN_DEFAULTS: dict[str, Any] = {
+    **_GIFT_DEFAULTS,
+    "load_min_minor": 0,
+    "load_max_minor": 0,
+    "reloadable": False,
+    "online_activation": True,
+}
+
+
 def cmd_products_add(args: argparse.Namespace) -> int:
     cfg = _load_cfg(args)
     cur = args.currency
     if cur not in CURRENCIES:
         raise UsageError(f"--currency {cur!r} is not a known ISO 4217 numeric code, e.g. 978")
+    given = _product_settings(args, cur)
+    settings = {**(_CAMPAIGN_DEFAULTS if args.kind == "campaign" else _GIFT_DEFAULTS), **given}
+    if args.kind == "campaign" and "balance_max_minor" not in given:
+        # The largest balance a campaign card can reach is one issue's largest value.
+        settings["balance_max_minor"] = settings.get("max_value_minor", 0)
     product = Product(
         id=args.id,
         chain=args.chain,
-        kind="gift",
+        kind=args.kind,
         currency=cur,
         prefix=args.prefix,
         pan_len=args.pan_length,
-        fixed_value_minor=_money(args.fixed_value, cur, "--fixed-value"),
-        load_min_minor=_money(args.load_min, cur, "--load-min"),
-        load_max_minor=_money(args.load_max, cur, "--load-max"),
-        balance_max_minor=_money(args.max_balance, cur, "--max-balance"),
-        redeem_min_minor=_money(args.min_redeem, cur, "--min-redeem"),
-        expiry_months=args.expiry_months,
-        completion_tolerance_bp=_money(
-            args.completion_tolerance_pct, "978", "--completion-tolerance-pct"
-        ),
-        reloadable=not args.no_reload,
-        cashout=args.cashout,
-        pin_required=args.pin_required,
+        **settings,
     )
-    if not 1 <= product.expiry_months <= 240:
-        raise UsageError("--expiry-months must be between 1 and 240")
     with _store(cfg) as store:
         add_product(store, product)
     print(
-        f"added product {product.id} ({product.kind}, {product.currency}, range {product.prefix})"
+        f"added product {product.id} ({product.kind}, {product.currency}, range {product.prefix}) "
+        "as version 1"
     )
     return EXIT_OK
+
+
+def cmd_products_change(args: argparse.Namespace) -> int:
+    cfg = _load_cfg(args)
+    with _store(cfg) as store:
+        with store.read() as led:
+            current = led.product(args.id)
+        if current is None:
+            raise UsageError(f"product {args.id} does not exist; see `authsrv products list`")
+        changes = _product_settings(args, current.currency)
+        if not changes:
+            raise UsageError("give at least one setting to change, e.g. --share-bp 2500")
+        new = update_product(store, args.id, changes)
+    print(
+        f"product {new.id} is now version {new.version} ({', '.join(sorted(changes))}); cards "
+        "sold under earlier versions keep their version's rules"
+    )
+    return EXIT_OK
+
+
+def _product_line(p: Product) -> str:
+    c = p.currency
+    scope = ""
+    if p.redeem_stores or p.redeem_chains:
+        scope = f" accepted at {','.join((*p.redeem_chains, *p.redeem_stores))}"
+    if p.kind == "campaign":
+        expiry = f"value {p.expiry_days} days" if p.expiry_days else f"value to {p.expiry_date}"
+        issued_at = ",".join((*p.issue_chains, *p.issue_stores)) or p.chain
+        pct = f"{p.share_bp // 100}.{p.share_bp % 100:02d} %"
+        return (
+            f"{p.id:<12} v{p.version:<3} chain {p.chain:<10} {p.kind:<8} range {p.prefix:<11} "
+            f"{pct} of purchases from {format_minor(p.min_purchase_minor, c)}, at most "
+            f"{format_minor(p.max_value_minor, c)}, {expiry}, issued at {issued_at}{scope}"
+            f"{', online activation' if p.online_activation else ''}"
+        )
+    value = (
+        "pre-valued " + format_minor(p.fixed_value_minor, c)
+        if p.fixed_value_minor
+        else "open value"
+    )
+    return (
+        f"{p.id:<12} v{p.version:<3} chain {p.chain:<10} {p.kind:<8} range {p.prefix:<11} "
+        f"load {format_minor(p.load_min_minor, c)}..{format_minor(p.load_max_minor, c)} "
+        f"max balance {format_minor(p.balance_max_minor, c)} "
+        f"{value} "
+        f"expiry {p.expiry_months} months{'' if p.reloadable else ' not reloadable'}"
+        f"{' cash-out' if p.cashout else ''}{scope}"
+    )
 
 
 def cmd_products_list(args: argparse.Namespace) -> int:
     cfg = _load_cfg(args)
     with _store(cfg, readonly=True) as store, store.read() as led:
         for p in led.products():
-            c = p.currency
-            value = (
-                "pre-valued " + format_minor(p.fixed_value_minor, c)
-                if p.fixed_value_minor
-                else "open value"
+            print(_product_line(p))
+    return EXIT_OK
+
+
+def cmd_products_versions(args: argparse.Namespace) -> int:
+    cfg = _load_cfg(args)
+    with _store(cfg, readonly=True) as store, store.read() as led:
+        versions = led.product_versions(args.id)
+        if not versions:
+            raise UsageError(f"product {args.id} does not exist; see `authsrv products list`")
+        for p in versions:
+            when = (
+                time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(p.changed_ms / 1000)) + "Z"
+                if p.changed_ms
+                else "(before versions were kept)"
             )
-            print(
-                f"{p.id:<12} chain {p.chain:<10} {p.kind:<6} range {p.prefix:<11} "
-                f"load {format_minor(p.load_min_minor, c)}..{format_minor(p.load_max_minor, c)} "
-                f"max balance {format_minor(p.balance_max_minor, c)} "
-                f"{value} "
-                f"expiry {p.expiry_months} months{'' if p.reloadable else ' not reloadable'}"
-                f"{' cash-out' if p.cashout else ''}"
-            )
+            print(f"{when:<21} {_product_line(p)}")
     return EXIT_OK
 
 
@@ -242,27 +372,40 @@ def cmd_cards_issue(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_cards_show(args: argparse.Namespace) -> int:
+def _card_pan(args: argparse.Namespace) -> str | None:
+    """--card NUMBER (or @N with --cards FILE); None with --id N."""
     from simulators.terminal import CardBook
 
-    cfg = _load_cfg(args)
-    pan: str | None = None
     if args.card is not None:
         book = CardBook()
         if args.cards is not None:
             book.add_file("default", args.cards)
-        pan = book.resolve(args.card)
-    elif args.id is None:
+        return book.resolve(args.card)
+    if args.id is None:
         raise UsageError("give --card NUMBER (or @N with --cards FILE) or --id N")
+    return None
+
+
+def cmd_cards_show(args: argparse.Namespace) -> int:
+    cfg = _load_cfg(args)
+    pan = _card_pan(args)
     with _store(cfg, readonly=True) as store:
         keys = open_keys(store)
         view = card_view(store, keys, pan=pan, card_id=args.id)
     c, p = view.card, view.product
     cur = p.currency
     print(f"card      {c.masked}  (id {c.id})")
-    print(f"product   {p.id} (chain {p.chain})")
+    print(f"product   {p.id} version {p.version} (chain {p.chain})")
     print(f"state     {c.state.value}{'  [expired]' if view.expired else ''}")
     print(f"expiry    {c.expiry[2:]}/{c.expiry[:2]}")
+    if c.campaign is not None:
+        issue = c.campaign
+        day = issue.value_expiry
+        valid = f"{day[:4]}-{day[4:6]}-{day[6:]}"
+        print(f"issued    at store {issue.store_id}; value valid through {valid}")
+        if issue.code_verifier:
+            lock = "LOCKED" if issue.locked else "open"
+            print(f"online    activation {lock}, {issue.wrong_codes} wrong code(s)")
     print(f"balance   {format_minor(view.balance_minor, cur)}")
     print("history:")
     if not view.history:
@@ -276,6 +419,37 @@ def cmd_cards_show(args: argparse.Namespace) -> int:
             f"approval {t.approval}"
         )
     return EXIT_OK
+
+
+def cmd_cards_unlock_activation(args: argparse.Namespace) -> int:
+    from authsrv.campaign import CampaignError, unlock_activation
+
+    cfg = _load_cfg(args)
+    pan = _card_pan(args)
+    with _store(cfg) as store:
+        card_id = args.id
+        if pan is not None:
+            keys = open_keys(store)
+            card_id = card_view(store, keys, pan=pan).card.id
+        try:
+            with store.write() as led:
+                card = unlock_activation(
+                    led, card_id, f"cli:{_user()}", args.reason, int(time.time() * 1000)
+                )
+        except CampaignError as exc:
+            raise UsageError(str(exc)) from None
+    print(f"online activation of card {card.masked} (id {card.id}) unlocked; wrong codes reset")
+    return EXIT_OK
+
+
+def _user() -> str:
+    """Who runs the command, for the audit entry."""
+    try:
+        import pwd
+
+        return pwd.getpwuid(os.getuid()).pw_name
+    except (ImportError, KeyError):
+        return str(os.getuid())
 
 
 EXCEPTION_TEXT = {
@@ -431,6 +605,89 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return commands.run(args)
 
 
+def _product_options(p: argparse.ArgumentParser, *, change: bool) -> None:
+    """The settings of `products add` (with their defaults) and `products change` (each
+    optional: what is left out stays as it is)."""
+
+    def default(text: str) -> str:
+        return "" if change else f" (default {text})"
+
+    flag: dict[str, Any] = {"action": argparse.BooleanOptionalAction, "default": None}
+    p.add_argument(
+        "--fixed-value", default=None, help="pre-valued gift card amount" + default("open value")
+    )
+    p.add_argument("--load-min", default=None, help="smallest load or activation" + default("1.00"))
+    p.add_argument(
+        "--load-max", default=None, help="largest load or activation" + default("500.00")
+    )
+    p.add_argument(
+        "--max-balance",
+        default=None,
+        help="largest balance" + default("1000.00; campaign: --max-value"),
+    )
+    p.add_argument("--min-redeem", default=None, help="smallest redemption" + default("0.01"))
+    p.add_argument(
+        "--expiry-months",
+        type=int,
+        default=None,
+        help="validity of the card itself from its production" + default("36"),
+    )
+    p.add_argument(
+        "--reload",
+        **flag,
+        help="accept loads after activation; --no-reload refuses them (campaign cards are "
+        "never reloaded)",
+    )
+    p.add_argument("--cashout", **flag, help="allow cash-out of the balance (gift cards)")
+    p.add_argument(
+        "--pin-required",
+        **flag,
+        help="debits (redeem, cash-out, pre-authorization) need the card's PIN",
+    )
+    p.add_argument(
+        "--completion-tolerance-pct",
+        default=None,
+        help="how far a completion may exceed its hold, in percent, e.g. 15" + default("0"),
+    )
+    p.add_argument(
+        "--redeem-stores",
+        default=None,
+        help="store ids where the cards are accepted, comma-separated (with --redeem-chains; "
+        "neither: the product's chain)",
+    )
+    p.add_argument(
+        "--redeem-chains", default=None, help="chains where the cards are accepted, e.g. ACME"
+    )
+    campaign = p.add_argument_group("campaign products (--kind campaign)")
+    campaign.add_argument(
+        "--share-bp",
+        type=int,
+        default=None,
+        help="value of an issue in basis points of the purchase (3000 = 30 %%)",
+    )
+    campaign.add_argument(
+        "--min-purchase", default=None, help="smallest qualifying purchase, e.g. 100.00"
+    )
+    campaign.add_argument("--max-value", default=None, help="most one issue loads, e.g. 500.00")
+    campaign.add_argument(
+        "--expiry-days", type=int, default=None, help="the value is valid this many days"
+    )
+    campaign.add_argument("--expiry-date", default=None, help="or through this day, YYYYMMDD (UTC)")
+    campaign.add_argument(
+        "--issue-stores", default=None, help="store ids where cards may be issued"
+    )
+    campaign.add_argument(
+        "--issue-chains",
+        default=None,
+        help="chains where cards may be issued (neither: the product's chain)",
+    )
+    campaign.add_argument(
+        "--online-activation",
+        **flag,
+        help="issued cards await online activation with the receipt's code" + default("on"),
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     from authsrv.keycli import (
         add_card_pin_parser,
@@ -471,46 +728,54 @@ def build_parser() -> argparse.ArgumentParser:
     p = _add(
         psub,
         "add",
-        "add a gift-card product",
+        "add a product (gift or campaign) as its version 1",
         [
             "authsrv products add --id GIFT --chain ACME --currency 978 --prefix 603628 "
             "--load-min 5.00 --load-max 500.00 --max-balance 1000.00",
             "authsrv products add --id GIFT50 --chain ACME --prefix 6036281 --fixed-value 50.00",
+            "authsrv products add --id CAMP30 --chain ACME --prefix 603629 --kind campaign "
+            "--share-bp 3000 --min-purchase 100.00 --max-value 500.00 --expiry-days 90 "
+            "--issue-chains ACME --redeem-chains ACME",
         ],
         cmd_products_add,
     )
     p.add_argument("--id", required=True, help="product id, e.g. GIFT")
-    p.add_argument("--chain", required=True, help="the retail chain whose stores accept it")
+    p.add_argument("--chain", required=True, help="the retail chain the product belongs to")
+    p.add_argument(
+        "--kind", choices=("gift", "campaign"), default="gift", help="gift (default) or campaign"
+    )
     p.add_argument("--currency", default="978", help="ISO 4217 numeric (default 978, EUR)")
     p.add_argument("--prefix", required=True, help="card range: first 4-11 digits of every card")
     p.add_argument("--pan-length", type=int, default=16, help="card number length (default 16)")
-    p.add_argument(
-        "--fixed-value", default="0", help="pre-valued card amount (default: open value)"
+    _product_options(p, change=False)
+    p = _add(
+        psub,
+        "change",
+        "change a product: writes its next version, keeps the earlier ones (cards sold under "
+        "them keep their rules)",
+        [
+            "authsrv products change --id CAMP30 --share-bp 2500 --max-value 400.00",
+            "authsrv products change --id GIFT --redeem-chains ACME,BETA",
+        ],
+        cmd_products_change,
     )
-    p.add_argument("--load-min", default="1.00", help="smallest load or activation (default 1.00)")
-    p.add_argument("--load-max", default="500.00", help="largest load or activation (500.00)")
-    p.add_argument("--max-balance", default="1000.00", help="largest balance (default 1000.00)")
-    p.add_argument("--min-redeem", default="0.01", help="smallest redemption (default 0.01)")
-    p.add_argument("--expiry-months", type=int, default=36, help="validity from issue (36)")
-    p.add_argument("--no-reload", action="store_true", help="refuse loads after activation")
-    p.add_argument("--cashout", action="store_true", help="allow cash-out of the balance")
-    p.add_argument(
-        "--pin-required",
-        action="store_true",
-        help="debits (redeem, cash-out, pre-authorization) need the card's PIN",
-    )
-    p.add_argument(
-        "--completion-tolerance-pct",
-        default="0",
-        help="how far a completion may exceed its hold, in percent, e.g. 15 (default 0)",
-    )
+    p.add_argument("--id", required=True, help="product id")
+    _product_options(p, change=True)
     p = _add(
         psub,
         "list",
-        "list products",
+        "list products (their current versions)",
         ["authsrv products list --data /var/lib/authsrv"],
         cmd_products_list,
     )
+    p = _add(
+        psub,
+        "versions",
+        "list every version of one product, oldest first",
+        ["authsrv products versions --id CAMP30"],
+        cmd_products_versions,
+    )
+    p.add_argument("--id", required=True, help="product id")
 
     stores = _group(
         sub,
@@ -603,6 +868,20 @@ def build_parser() -> argparse.ArgumentParser:
         ["authsrv cards exceptions --data /var/lib/authsrv"],
         cmd_cards_exceptions,
     )
+    p = _add(
+        csub,
+        "unlock-activation",
+        "lift a campaign card's online-activation lock after too many wrong codes (audited)",
+        [
+            "authsrv cards unlock-activation --id 42 --reason 'customer called, ID checked'",
+            "authsrv cards unlock-activation --card @1 --cards camp.csv --reason 'typo'",
+        ],
+        cmd_cards_unlock_activation,
+    )
+    p.add_argument("--card", default=None, help="card number, or @N with --cards")
+    p.add_argument("--cards", type=Path, default=None, help="card-issue file for @N")
+    p.add_argument("--id", type=int, default=None, help="internal card id")
+    p.add_argument("--reason", required=True, help="why, for the audit entry")
     add_card_pin_parser(csub, _add)
 
     keys = _group(
@@ -673,6 +952,10 @@ def build_parser() -> argparse.ArgumentParser:
     from settlement.commands import add_settle_parser
 
     add_settle_parser(sub, _add)
+
+    from api.commands import add_api_parsers
+
+    add_api_parsers(sub, _add)
     return parser
 
 

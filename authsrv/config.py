@@ -133,6 +133,58 @@ class SettlementConfig:
 
 
 @dataclass(slots=True)
+class CampaignConfig:
+    # Wrong online activation codes before a campaign card's online activation locks (until
+    # `authsrv cards unlock-activation`). A code has 40 bits: 5 tries give a guesser a chance
+    # of about 5 in 10^12 per card.
+    activation_tries_max: int = 5
+
+
+@dataclass(slots=True)
+class ApiConfig:
+    """The HTTP API (docs/api.md): ``authsrv api`` alone, or beside the ISO listener in
+    ``authsrv serve`` (worker 0 of several) when ``enabled``."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = 9584
+    # A plaintext API on a non-loopback address must be allowed explicitly (card numbers and
+    # card holders' data cross it); a TLS one not. TLS: PEM chain and unencrypted key (0600).
+    allow_public_plaintext: bool = False
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    tls_min_version: str = "1.2"
+    # A request body is read whole into memory before it is decoded; a larger one gets 413.
+    body_size_max_bytes: int = 65_536
+    # Requests handled at once (each holds its body, a report its snapshot); more get 503.
+    requests_inflight_max: int = 64
+    # How long a request waits for the writer or a report slot before it gets 503; also how
+    # long a client may take to send a request.
+    request_timeout_s: int = 10
+    # An idle keep-alive connection is closed after this long.
+    keep_alive_timeout_s: int = 5
+    # Write jobs queued for the single writer at once; each is one write transaction and fsync.
+    write_queue_max: int = 32
+    # Reports built at once (each reads its journal range in a worker thread).
+    reports_concurrency_max: int = 2
+    # Cards per issue request: one write transaction terminals wait for (tens of us a card).
+    issue_count_max: int = 10_000
+    # Where issue requests write their card files (0600); empty: "card-issue" beside the store.
+    issue_dir: str = ""
+    # Transactions shown in a card's history (back office and self-service).
+    history_rows_max: int = 50
+    # Self-service token buckets, kept in the API process's memory: per client (API key and
+    # address) and per card (keyed hash of its number): a burst, then so many a minute.
+    self_client_burst: int = 10
+    self_client_per_min: int = 30
+    self_card_burst: int = 5
+    self_card_per_min: int = 5
+    # Buckets kept at most (a few hundred bytes each); when full and none has refilled, a
+    # request that needs a new one gets 429.
+    rate_buckets_max: int = 100_000
+
+
+@dataclass(slots=True)
 class MetricsConfig:
     enabled: bool = True
     host: str = "127.0.0.1"
@@ -151,6 +203,8 @@ class Config:
     store: StoreConfig = field(default_factory=StoreConfig)
     security: SecurityConfig = field(default_factory=SecurityConfig)
     settlement: SettlementConfig = field(default_factory=SettlementConfig)
+    campaign: CampaignConfig = field(default_factory=CampaignConfig)
+    api: ApiConfig = field(default_factory=ApiConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
@@ -181,6 +235,8 @@ SECTIONS: dict[str, type[Any]] = {
     "settlement": SettlementConfig,
     "metrics": MetricsConfig,
     "log": LogConfig,
+    "campaign": CampaignConfig,
+    "api": ApiConfig,
 }
 
 
@@ -263,6 +319,8 @@ def validate(cfg: Config) -> None:
     _range("security.key_grace_s", sec.key_grace_s, 0, 7 * 86_400)
     _range("security.pin_tries_max", sec.pin_tries_max, 1, 10)
     _validate_settlement(cfg.settlement)
+    _range("campaign.activation_tries_max", cfg.campaign.activation_tries_max, 1, 20)
+    _validate_api(cfg)
     m = cfg.metrics
     _range("metrics.port", m.port, 0, 65535)
     try:
@@ -445,3 +503,71 @@ def load_config(
         _apply(cfg, section, key, value, "command line")
     validate(cfg)
     return cfg
+
+
+def _validate_api(cfg: Config) -> None:
+    a = cfg.api
+    _range("api.port", a.port, 0, 65535)
+    try:
+        addr = ipaddress.ip_address(a.host)
+    except ValueError:
+        raise ConfigError(f"api.host {a.host!r} is not an IP address, e.g. 127.0.0.1") from None
+    if a.tls_min_version not in TLS_VERSIONS:
+        raise ConfigError(f"api.tls_min_version is {a.tls_min_version!r}; use '1.2' or '1.3'")
+    if bool(a.tls_cert_file) != bool(a.tls_key_file):
+        raise ConfigError(
+            "set both api.tls_cert_file and api.tls_key_file for TLS, or neither for plaintext"
+        )
+    if a.tls_cert_file:
+        load_api_tls(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER), a)
+    if not addr.is_loopback and not a.tls_cert_file and not a.allow_public_plaintext:
+        raise ConfigError(
+            f"api.host {a.host} is not loopback: card numbers and card holders' data would "
+            "cross the network in clear; configure TLS (api.tls_cert_file and api.tls_key_file) "
+            "or set api.allow_public_plaintext = true to accept that"
+        )
+    if a.enabled and a.port and a.port == cfg.server.port:
+        raise ConfigError(f"api.port {a.port} is server.port too; give the API its own port")
+    _range("api.body_size_max_bytes", a.body_size_max_bytes, 1024, 16 * 1024 * 1024)
+    _range("api.requests_inflight_max", a.requests_inflight_max, 1, 10_000)
+    _range("api.request_timeout_s", a.request_timeout_s, 1, 600)
+    _range("api.keep_alive_timeout_s", a.keep_alive_timeout_s, 1, 600)
+    _range("api.write_queue_max", a.write_queue_max, 1, 10_000)
+    _range("api.reports_concurrency_max", a.reports_concurrency_max, 1, 64)
+    _range("api.issue_count_max", a.issue_count_max, 1, 1_000_000)
+    _range("api.history_rows_max", a.history_rows_max, 1, 1000)
+    _range("api.self_client_burst", a.self_client_burst, 1, 100_000)
+    _range("api.self_client_per_min", a.self_client_per_min, 1, 1_000_000)
+    _range("api.self_card_burst", a.self_card_burst, 1, 100_000)
+    _range("api.self_card_per_min", a.self_card_per_min, 1, 1_000_000)
+    _range("api.rate_buckets_max", a.rate_buckets_max, 100, 10_000_000)
+
+
+def load_api_tls(ctx: ssl.SSLContext, a: ApiConfig) -> None:
+    """Load the API's certificate chain and key into ``ctx``.
+
+    Error handling: :class:`ConfigError` with one line naming the file and the fix.
+    """
+    key = Path(a.tls_key_file)
+    try:
+        if key.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise ConfigError(
+                f"api.tls_key_file {key} is readable by group or others; chmod 600 it"
+            )
+    except OSError as exc:
+        raise ConfigError(f"api.tls_key_file {key} cannot be read: {exc.strerror}") from None
+
+    def encrypted() -> bytes:
+        raise ConfigError(f"api.tls_key_file {key} is encrypted; give it unencrypted (mode 0600)")
+
+    try:
+        ctx.load_cert_chain(a.tls_cert_file, a.tls_key_file, password=encrypted)
+    except ssl.SSLError as exc:
+        raise ConfigError(
+            f"api.tls_cert_file {a.tls_cert_file} with api.tls_key_file {key} cannot be loaded "
+            f"({exc.reason or 'bad PEM'}); give a PEM chain and the certificate's own key"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(
+            f"api.tls_cert_file {a.tls_cert_file} cannot be read: {exc.strerror}"
+        ) from None

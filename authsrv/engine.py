@@ -2,8 +2,12 @@
 
 No I/O, no clock (``now_ms`` is an input), no globals. The store loads the context inside the
 write transaction, so a decision sees every earlier request of the same batch; the store then
-applies the decision's postings and state change. Every business rule of the gift-card host
-lives here and is tested without sockets or LMDB.
+applies the decision's postings and state change. Every business rule of the host (gift cards,
+campaign cards) lives here and is tested without sockets or LMDB.
+
+The product in a card's context is the version that governs the card: the current version for
+a card still ``issued`` (its value is created now, under today's rules), else the version its
+value was created under (docs/products.md).
 """
 
 from __future__ import annotations
@@ -13,10 +17,11 @@ import dataclasses
 import enum
 import hmac
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from authsrv.model import (
     CARD_ACCOUNT_PREFIX,
+    KIND_CAMPAIGN,
     PURSE_MONEY,
     Card,
     CardState,
@@ -42,9 +47,13 @@ __all__ = [
     "Decision",
     "PinCheck",
     "batch_entry",
+    "campaign_value",
+    "card_expired",
     "decide",
     "duplicate_verdict",
+    "in_scope",
     "operation_of",
+    "value_expired",
 ]
 
 # (MTI class, transaction type) -> operation. Anything else is answered 12.
@@ -59,6 +68,7 @@ OPERATIONS: dict[tuple[str, str], str] = {
     ("0200", "30"): "balance",
     ("0200", "31"): "balance",
     ("0200", "72"): "activate",
+    ("0200", "92"): "issue",  # campaign-card issue: field 4 is the qualifying purchase
     ("0220", "00"): "completion",  # "advice" when it names no original (field 90)
     ("0500", "92"): "reconcile",  # terminal reconciliation: the batch totals (920000)
 }
@@ -67,7 +77,11 @@ ADVICE_CLASSES = frozenset({"0220", "0420"})
 REVERSIBLE_CLASSES = frozenset({"0100", "0200", "0220"})
 # Operations that took value off the card, and those that put value on it.
 DEBIT_OPS = frozenset({"redeem", "cashout", "completion", "advice"})
-CREDIT_OPS = frozenset({"activate", "load", "refund"})
+CREDIT_OPS = frozenset({"activate", "load", "refund", "issue"})
+# Operations that create a card's value: they need the card "issued" and stamp it with the
+# product version they were decided under.
+CREATING_OPS = frozenset({"activate", "issue"})
+BP_PER_UNIT = 10_000  # basis points in 100 %
 NETWORK_CODES: dict[str, str] = {
     "001": "signon",
     "002": "signoff",
@@ -129,6 +143,9 @@ class Context:
     pin: PinCheck = PinCheck.ABSENT
     pin_tries_max: int = 3
     batch: Totals | None = None  # a 0500: the terminal's open batch in field 49's currency
+    # A reversal of a campaign issue: the business day of the issue has been closed (the void
+    # window is over: a 0400 gets 12; docs/products.md).
+    original_day_closed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +170,12 @@ class Decision:
     # A 0500: the host's totals of the terminal's open batch, answered in the 0510; the batch
     # is closed with them (on 00 and on 95).
     batch_totals: Totals | None = None
+    # A campaign issue (0200 proc 92): the value loaded (field 4 echoes the purchase), the day
+    # it is valid through (YYYYMMDD), and whether the answer carries an activation code (the
+    # card then awaits online activation).
+    loaded_minor: int | None = None
+    value_expiry: str | None = None
+    activation_code: bool = False
 
     @property
     def approved(self) -> bool:
@@ -193,6 +216,75 @@ def card_expired(expiry_yymm: str, now_ms: int) -> bool:
     last_day = calendar.monthrange(year, month)[1]
     end = datetime(year, month, last_day, 23, 59, 59, 999000, tzinfo=UTC)
     return now_ms > int(end.timestamp() * 1000)
+
+
+def _day_end_ms(yyyymmdd: str) -> int:
+    end = datetime(int(yyyymmdd[:4]), int(yyyymmdd[4:6]), int(yyyymmdd[6:]), tzinfo=UTC)
+    return int((end + timedelta(days=1)).timestamp() * 1000) - 1
+
+
+def value_expired(card: Card, now_ms: int) -> bool:
+    """A campaign card's value is valid through the last millisecond of its value expiry day
+    (UTC); a card without one has only its expiry month (:func:`card_expired`).
+
+    >>> from authsrv.model import CampaignIssue
+    >>> issue = CampaignIssue(issue_seq=1, store_id="S", terminal_id="T", value_expiry="20261122")
+    >>> c = Card(id=1, product="P", state=CardState.ACTIVE, first6="603628", last4="0001",
+    ...          pan_len=16, expiry="2912", hash_version=1, issued_ms=0, campaign=issue)
+    >>> value_expired(c, 1795391999999), value_expired(c, 1795392000000)  # 22 Nov 23:59:59.999
+    (False, True)
+    """
+    if card_expired(card.expiry, now_ms):
+        return True
+    return card.campaign is not None and now_ms > _day_end_ms(card.campaign.value_expiry)
+
+
+def in_scope(stores: tuple[str, ...], chains: tuple[str, ...], chain: str, store: Store) -> bool:
+    """Whether ``store`` is in a scope of stores and chains; an empty scope is ``chain``.
+
+    >>> s = Store(id="S1", name="", chain="ACME")
+    >>> in_scope((), (), "ACME", s), in_scope(("S2",), (), "ACME", s)
+    (True, False)
+    >>> in_scope(("S2",), ("ACME",), "OTHER", s)
+    True
+    """
+    if not stores and not chains:
+        return store.chain == chain
+    return store.id in stores or store.chain in chains
+
+
+def campaign_value(purchase_minor: int, product: Product) -> int:
+    """The value a qualifying purchase earns: purchase x share / 10 000 basis points, rounded
+    down to the minor unit (integers only), at most the product's maximum value; 0 below the
+    minimum purchase.
+
+    >>> p = Product(id="C", chain="ACME", kind="campaign", currency="978", prefix="603629",
+    ...             pan_len=16, fixed_value_minor=0, load_min_minor=0, load_max_minor=0,
+    ...             balance_max_minor=50_000, redeem_min_minor=1, expiry_months=36,
+    ...             reloadable=False, cashout=False, share_bp=3000, min_purchase_minor=10_000,
+    ...             max_value_minor=50_000, expiry_days=90)
+    >>> campaign_value(100_000, p), campaign_value(9_999, p), campaign_value(33_333, p)
+    (30000, 0, 9999)
+    >>> campaign_value(500_000, p)  # 150 000.00 x 30 % is capped at the maximum value
+    50000
+    """
+    assert product.kind == KIND_CAMPAIGN, product.kind
+    if purchase_minor < product.min_purchase_minor:
+        return 0
+    return min(purchase_minor * product.share_bp // BP_PER_UNIT, product.max_value_minor)
+
+
+def issue_expiry(product: Product, card: Card, now_ms: int) -> str:
+    """The day (YYYYMMDD) a campaign issue at ``now_ms`` is valid through: ``expiry_days``
+    after the issue day (UTC) or the fixed ``expiry_date``, and never past the card's own
+    expiry month."""
+    if product.expiry_date:
+        day = product.expiry_date
+    else:
+        day = (_dt(now_ms) + timedelta(days=product.expiry_days)).strftime("%Y%m%d")
+    year, month = 2000 + int(card.expiry[:2]), int(card.expiry[2:])
+    last = f"{year:04d}{month:02d}{calendar.monthrange(year, month)[1]:02d}"
+    return min(day, last)
 
 
 def decide(req: Request, ctx: Context) -> Decision:
@@ -285,20 +377,28 @@ def _decide_card(req: Request, op: str, ctx: Context) -> Decision:
     assert store is not None
     assert cc is not None
     card, product = cc.card, cc.product
-    if product.chain != store.chain:
+    if op == "issue":
+        scope = in_scope(product.issue_stores, product.issue_chains, product.chain, store)
+    else:
+        scope = in_scope(product.redeem_stores, product.redeem_chains, product.chain, store)
+    if not scope:
         return Decision("58", op)
     if req.currency is not None and req.currency != product.currency:
         return Decision("12", op)
-    if card.state is not CardState.ACTIVE and not (
-        op == "activate" and card.state is CardState.ISSUED
-    ):
+    # A campaign card gets its value by an issue (92), any other card by an activation (72).
+    if op in CREATING_OPS and (op == "issue") != (product.kind == KIND_CAMPAIGN):
+        return Decision("57", op)
+    creating = op in CREATING_OPS and card.state is CardState.ISSUED
+    if card.state is not CardState.ACTIVE and not creating:
+        if op == "issue" and card.state is CardState.AWAITING_ACTIVATION:
+            return Decision("57", op)  # issued already (a new purchase needs a new card)
         return Decision(STATE_RC.get(card.state, "05"), op)
-    if card_expired(card.expiry, now_ms) or (req.expiry is not None and req.expiry != card.expiry):
+    if value_expired(card, now_ms) or (req.expiry is not None and req.expiry != card.expiry):
         return Decision("54", op)
     refused, tries = _check_pin(op, cc, ctx.pin, ctx.pin_tries_max)
     if refused is not None:
         return refused
-    decision = _decide_amount(req, op, store, cc)
+    decision = _decide_amount(req, op, store, cc, now_ms)
     return decision if tries is None else dataclasses.replace(decision, pin_tries=tries)
 
 
@@ -323,7 +423,7 @@ def _check_pin(
     return None, (0 if tries else None)
 
 
-def _decide_amount(req: Request, op: str, store: Store, cc: CardContext) -> Decision:
+def _decide_amount(req: Request, op: str, store: Store, cc: CardContext, now_ms: int) -> Decision:
     card, product = cc.card, cc.product
     amount = req.amount_minor or 0
     if op == "balance":
@@ -338,6 +438,8 @@ def _decide_amount(req: Request, op: str, store: Store, cc: CardContext) -> Deci
         return _approve(op, cc, -paid, paid, CardState.CLOSED, postings)
     if op == "activate":
         return _activate(op, store, cc, amount)
+    if op == "issue":
+        return _issue(op, store, cc, amount, now_ms)
     if op == "load" and not product.reloadable:
         return Decision("57", op)
     if op in ("load", "refund"):
@@ -393,6 +495,29 @@ def _activate(op: str, store: Store, cc: CardContext, amount: int) -> Decision:
     return _approve(op, cc, amount, amount, CardState.ACTIVE, postings)
 
 
+def _issue(op: str, store: Store, cc: CardContext, purchase: int, now_ms: int) -> Decision:
+    """0200 proc 92: load a campaign card with its share of the qualifying purchase (field 4)
+    from the issuing store's settlement account; it then awaits online activation when the
+    product says so. Field 4 of the answer echoes the purchase."""
+    product, card = cc.product, cc.card
+    if card.state is not CardState.ISSUED:
+        return Decision("57", op)  # issued already
+    if product.expiry_date and product.expiry_date < _dt(now_ms).strftime("%Y%m%d"):
+        return Decision("57", op)  # the campaign's value date has passed: nothing to issue
+    value = campaign_value(purchase, product)
+    if value == 0:
+        return Decision("13", op)  # below the minimum purchase, or worth nothing
+    assert value <= product.balance_max_minor, "validation keeps max value within max balance"
+    state = CardState.AWAITING_ACTIVATION if product.online_activation else CardState.ACTIVE
+    decision = _approve(op, cc, value, purchase, state, _credit_card(card, store, product, value))
+    return dataclasses.replace(
+        decision,
+        loaded_minor=value,
+        value_expiry=issue_expiry(product, card, now_ms),
+        activation_code=product.online_activation,
+    )
+
+
 def _not_original(field: int) -> Decision:
     return Decision("30", "reversal", field44=f"{field:03d} not the original's")
 
@@ -428,12 +553,20 @@ def _decide_reversal(req: Request, op: str, ctx: Context) -> Decision:
         return Decision("00", op)  # approved for nothing (a balance inquiry)
     if cc is None or cc.card.id != orig.card_id:
         return _not_original(2)
-    # What the original still moves; field 95 says what the transaction finally came to.
-    left = orig.approved_minor - orig.reversed_minor
+    # What the original still moves; field 95 says what the transaction finally came to. An
+    # issue moved the value its purchase earned: its final amount is the final purchase's.
+    moved = orig.approved_minor
     final = 0 if req.replacement_minor is None else req.replacement_minor
+    if orig.op == "issue":
+        assert orig.issue is not None, "an approved issue records what it loaded"
+        moved = orig.issue.loaded_minor
+        final = _final_value(final, cc.product)
+    left = moved - orig.reversed_minor
     restore = max(left - final, 0)
     if restore <= 0:
         return Decision("00", op)  # already reversed (or nothing to give back)
+    if orig.op == "issue" and not advice and ctx.original_day_closed:
+        return Decision("12", op)  # the void window closed with the issue's business day
     reversed_total = orig.reversed_minor + restore
     if orig.op == "preauth":
         return _release_hold(op, ctx.hold, cc, advice, final, reversed_total, ctx.now_ms)
@@ -453,9 +586,17 @@ def _decide_reversal(req: Request, op: str, ctx: Context) -> Decision:
         return Decision("57", op)  # the value has been spent since
     postings = _debit_card(card, store, product, restore)
     unissue = None
-    if orig.op == "activate" and reversed_total == orig.approved_minor:
+    if orig.op in CREATING_OPS and reversed_total == moved:
         unissue = CardState.ISSUED if cc.ledger_minor - restore == 0 else None
     return _moved(op, cc, -restore, postings, unissue, reversed_total)
+
+
+def _final_value(final_purchase: int, product: Product) -> int:
+    """The value a campaign issue finally comes to when its purchase finally came to
+    ``final_purchase`` (field 95); the rules of the card's product version."""
+    if final_purchase == 0 or product.kind != KIND_CAMPAIGN:
+        return 0
+    return campaign_value(final_purchase, product)
 
 
 def hold_open(hold: Hold | None, now_ms: int) -> bool:

@@ -210,6 +210,24 @@ class Metrics:
             registry=r,
             multiprocess_mode="max",
         )
+        self.writer_jobs = Counter(
+            "authsrv_writer_jobs_total",
+            "HTTP API write jobs run by the writer, by outcome (committed, failed)",
+            ["outcome"],
+            registry=r,
+        )
+        self.api_requests = Counter(
+            "authsrv_api_requests_total",
+            "HTTP API requests answered, by operation and status code",
+            ["operation", "status"],
+            registry=r,
+        )
+        self.api_rate_limited = Counter(
+            "authsrv_api_rate_limited_total",
+            "Self-service requests refused by a rate limit, by bucket (client, card, full)",
+            ["bucket"],
+            registry=r,
+        )
 
     def watch_store_size(self, size_fn: Callable[[], float], map_size_bytes: int) -> None:
         if self.store_size is not None and self.store_map_size is not None:

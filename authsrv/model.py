@@ -15,9 +15,16 @@ from protocol.reconciliation import Totals
 
 __all__ = [
     "CARD_ACCOUNT_PREFIX",
+    "KIND_CAMPAIGN",
+    "KIND_GIFT",
     "Account",
+    "ApiKey",
+    "ApiRole",
+    "AuditEntry",
     "BusinessDay",
+    "CampaignIssue",
     "Card",
+    "CardHolder",
     "CardState",
     "ClosedBatch",
     "DupKind",
@@ -25,6 +32,8 @@ __all__ = [
     "ExceptionCase",
     "Hold",
     "HoldState",
+    "IdempotencyRecord",
+    "IssueAnswer",
     "OpenBatch",
     "Posting",
     "Product",
@@ -39,6 +48,8 @@ __all__ = [
 
 PURSE_MONEY = "60"  # field 3 / field 54 account type of the money purse
 CARD_ACCOUNT_PREFIX = "card:"  # every card purse's account key starts with it
+KIND_GIFT = "gift"
+KIND_CAMPAIGN = "campaign"
 
 
 class CardState(enum.StrEnum):
@@ -53,11 +64,21 @@ class CardState(enum.StrEnum):
 
 
 class Product(msgspec.Struct, frozen=True, kw_only=True):
-    """A card product and its limits (all amounts in the product's currency, minor units)."""
+    """A card product and its limits (all amounts in the product's currency, minor units).
+
+    Products are data and versioned (docs/products.md): a change writes a new record with the
+    next ``version`` and keeps the earlier ones; a card records the version its value was
+    created under (activation, campaign issue) and is governed by it from then on. ``id``,
+    ``kind``, ``chain``, ``currency``, ``prefix`` and ``pan_len`` never change between versions
+    (they fix the card range and the funding account).
+
+    Scopes: a store is in a scope when its id is one of the scope's stores or its chain one of
+    the scope's chains; an empty scope (no stores, no chains) is the product's own chain.
+    """
 
     id: str
     chain: str
-    kind: str  # "gift"
+    kind: str  # "gift" or "campaign"
     currency: str  # ISO 4217 numeric
     prefix: str  # issuer range: the first digits of every card number
     pan_len: int
@@ -66,7 +87,7 @@ class Product(msgspec.Struct, frozen=True, kw_only=True):
     load_max_minor: int
     balance_max_minor: int
     redeem_min_minor: int
-    expiry_months: int
+    expiry_months: int  # the plastic's validity from production (cards issue)
     reloadable: bool
     cashout: bool
     # A completion may exceed its hold by this many basis points before it counts as forced.
@@ -74,6 +95,24 @@ class Product(msgspec.Struct, frozen=True, kw_only=True):
     # Debits (redeem, cash-out, pre-authorization) need the card's PIN.
     pin_required: bool = False
     version: int = 1
+    changed_ms: int = 0  # when this version was written (0: before versions were kept)
+    # Campaign products (kind "campaign"): the value of an issue (0200 proc 92) is
+    # purchase x share_bp / 10 000, rounded down to the minor unit, at most max_value_minor;
+    # purchases below min_purchase_minor do not qualify.
+    share_bp: int = 0
+    min_purchase_minor: int = 0
+    max_value_minor: int = 0
+    # The issued value is valid through the day ``expiry_days`` after the issue (UTC), or
+    # through the fixed day ``expiry_date`` (YYYYMMDD); exactly one of them for a campaign.
+    expiry_days: int = 0
+    expiry_date: str = ""
+    # Where a campaign card may be issued, and where any card of the product is accepted.
+    issue_stores: tuple[str, ...] = ()
+    issue_chains: tuple[str, ...] = ()
+    redeem_stores: tuple[str, ...] = ()
+    redeem_chains: tuple[str, ...] = ()
+    # An issued campaign card awaits online activation with the code printed on the receipt.
+    online_activation: bool = False
 
 
 class Store(msgspec.Struct, frozen=True, kw_only=True):
@@ -135,6 +174,22 @@ class Terminal(msgspec.Struct, frozen=True, kw_only=True):
     ksn_counter: int = 0
 
 
+class CampaignIssue(msgspec.Struct, frozen=True, kw_only=True):
+    """What a campaign issue (0200 proc 92) left on its card (docs/products.md).
+
+    Never the activation code: ``code_verifier`` is its keyed hash
+    (:meth:`keys.KeyStore.activation_verifier`), compared in constant time.
+    """
+
+    issue_seq: int  # the journal transfer that loaded the value
+    store_id: str  # the issuing store: its settlement account funded the value
+    terminal_id: str
+    value_expiry: str  # YYYYMMDD: the value is valid through the end of that day, UTC
+    code_verifier: bytes = b""  # empty: the product needs no online activation
+    wrong_codes: int = 0  # wrong activation codes since the issue (or the last unlock)
+    locked: bool = False  # online activation locked after too many wrong codes
+
+
 class Card(msgspec.Struct, frozen=True, kw_only=True):
     id: int
     product: str
@@ -152,6 +207,10 @@ class Card(msgspec.Struct, frozen=True, kw_only=True):
     pin_tries: int = 0
     # The store that sold (activated) the card: the liability report's "store of sale".
     sold_store: str = ""
+    # The product version the card's value was created under (its activation or campaign
+    # issue; until then the version it was produced under, 0 before versions were kept).
+    product_version: int = 0
+    campaign: CampaignIssue | None = None  # set by a campaign issue, cleared by its void
 
     @property
     def masked(self) -> str:
@@ -186,12 +245,25 @@ class DupRecord(msgspec.Struct, frozen=True, kw_only=True):
     currency: str = ""
     card_id: int = 0
     card_masked: str = ""
-    card_expiry: str = ""
+    card_expiry: str = ""  # YYMM, or YYYYMMDD: a campaign card's value expiry day (EX)
     reversed_minor: int = 0
     reversed: bool = False  # a reversal has applied to it (also one that moved 0)
     hold_id: int = 0
     transfer_seq: int = 0  # the journal transfer the request posted (0: it moved nothing)
     batch: Totals | None = None  # a 0500: the host's totals it was answered with (no card data)
+    issue: IssueAnswer | None = None  # an approved campaign issue: what its answer said
+
+
+class IssueAnswer(msgspec.Struct, frozen=True, kw_only=True):
+    """What a replay of a campaign issue needs to answer as the first time (never the code).
+
+    The activation code is derived from ``code_salt`` under the activation key
+    (:meth:`keys.KeyStore.activation_code`), so a retransmission gets the same code while
+    neither the record nor the card holds it.
+    """
+
+    loaded_minor: int  # the value put on the card (field 4 echoes the purchase)
+    code_salt: bytes = b""  # empty: no online activation, no code
 
 
 class HoldState(enum.StrEnum):
@@ -281,7 +353,7 @@ class Transfer(msgspec.Struct, frozen=True, kw_only=True):
 
     seq: int
     at_ms: int
-    op: str  # activate, load, redeem, refund, cashout
+    op: str  # activate, load, redeem, refund, cashout, issue, clawback, reversal, ...
     debit: str
     credit: str
     amount_minor: int
@@ -293,7 +365,41 @@ class Transfer(msgspec.Struct, frozen=True, kw_only=True):
     rrn: str
     approval: str
     local_time: str = ""  # the terminal's fields 13 + 12: MMDDhhmmss ("" for host jobs)
-    original_seq: int = 0  # a reversal: the transfer it gives back (0 when not a reversal)
+    # A reversal: the transfer it gives back; a clawback: the issue it claws back (else 0).
+    original_seq: int = 0
+
+
+class AuditEntry(msgspec.Struct, frozen=True, kw_only=True):
+    """One back-office action: who did what to which record, when (the ``audit`` database).
+
+    General on purpose (CLI and HTTP API alike): ``action`` names the operation
+    (``clawback``, ``product_change``, ``unlock_activation``, ``activate_online``, ...),
+    ``target`` the record (``card:7``, ``product:CAMP``), ``detail`` the figures. Never card
+    numbers (a card is named by its id and masked number), codes or keys.
+    """
+
+    seq: int
+    at_ms: int
+    actor: str  # who: "cli", "api:<client>", ...
+    action: str
+    target: str
+    detail: dict[str, str | int] = {}
+    request_id: str = ""  # the idempotency key of the request that caused it, if any
+
+
+class IdempotencyRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """A back-office request done once under its request id (the ``idempotency`` database).
+
+    A request that comes again with the same id and the same ``fingerprint`` gets the outcome
+    recorded in audit entry ``audit_seq`` and changes nothing; with another fingerprint it is
+    refused (the id is taken).
+    """
+
+    request_id: str
+    action: str
+    fingerprint: str  # what the request asked, e.g. "card:7|amount:all"
+    audit_seq: int
+    at_ms: int
 
 
 class BusinessDay(msgspec.Struct, frozen=True, kw_only=True):
@@ -336,3 +442,48 @@ def store_account(store_id: str, unit: str) -> str:
     'store:S0001:978'
     """
     return f"store:{store_id}:{unit}"
+
+
+# -- HTTP API: clients and card holders (docs/api.md) -----------------------------------------
+
+
+class ApiRole(enum.StrEnum):
+    """What an API key may do (docs/api.md has the endpoints of each)."""
+
+    BACKOFFICE = "backoffice"  # cards, stores, terminals, products, every report, the audit log
+    STORE = "store"  # its own store: its terminals and its rows of the reports
+    SELFSERVICE = "selfservice"  # the card holder's endpoints (rate-limited)
+
+
+class ApiKey(msgspec.Struct, frozen=True, kw_only=True):
+    """A client of the HTTP API (the ``api_keys`` database, key id -> record).
+
+    Never the token: ``token_hash`` is its SHA-256 (a token is 32 random bytes, so a plain
+    hash cannot be reversed); the token is shown once, when the key is made.
+    """
+
+    id: str  # 12 hex digits, also the token's second part (the token is looked up by it)
+    name: str  # who holds it, for the audit log
+    role: ApiRole
+    store_id: str = ""  # role "store": the one store it may see and act on
+    token_hash: bytes
+    created_ms: int
+    created_by: str
+    revoked_ms: int = 0  # 0: in force
+
+
+class CardHolder(msgspec.Struct, frozen=True, kw_only=True):
+    """The person behind a card, as given at online activation (the ``holders`` database, card
+    id -> record). Personal data, never card data: no card number, nothing read from the card.
+    ``authsrv holders delete`` removes it whole (GDPR); the audit log records that, not the data.
+    """
+
+    card_id: int
+    mobile: str  # E.164: "+" and 8-15 digits
+    email: str = ""
+    consents: tuple[str, ...] = ()  # e.g. "marketing_sms", as the holder ticked them
+    interests: tuple[str, ...] = ()
+    created_ms: int
+    updated_ms: int
+    # SHA-256 of the holder's self-service card token (empty: none issued); never the token.
+    token_hash: bytes = b""

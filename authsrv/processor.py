@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import calendar
 import hmac
+import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ import msgspec
 import trio
 
 from authsrv.engine import (
+    CREATING_OPS,
     CardContext,
     Context,
     Decision,
@@ -34,21 +36,25 @@ from authsrv.metrics import Metrics
 from authsrv.model import (
     PURSE_MONEY,
     BusinessDay,
+    CampaignIssue,
     Card,
+    CardState,
     ClosedBatch,
     DupKind,
     DupRecord,
     ExceptionCase,
     Hold,
     HoldState,
+    IssueAnswer,
     RetiredKeys,
     SecurityProfile,
     Terminal,
     card_account,
 )
+from authsrv.products import governing_product
 from authsrv.store import Ledger, LedgerStore, StoreFull
 from keys import KeyStore, KeyStoreError, SecurityViolation, Session
-from keys.keystore import NO_SECURITY, RETIRED_KEYS_MAX
+from keys.keystore import ACTIVATION_SALT_LEN, NO_SECURITY, RETIRED_KEYS_MAX
 from protocol.cards import luhn_valid, mask_pan
 from protocol.currency import format_minor
 from protocol.errors import FormatError
@@ -89,10 +95,14 @@ class Outcome:
     approval: str | None = None
     card_masked: str | None = None
     currency: str | None = None
+    # YYMM (the card's expiry month) or YYYYMMDD (a campaign card's value expiry day).
     card_expiry: str | None = None
     replayed: bool = False
     tags: Mapping[str, str] | None = None  # field 63 tags beyond the balance (a key change)
     closed_batch: ClosedBatch | None = None  # a 0500 that closed a batch (logged after commit)
+    # An approved campaign issue: the online activation code for the receipt (field 63 AC).
+    # Only in this answer: never logged, never stored (DESIGN §6).
+    activation_code: str | None = field(default=None, repr=False)
 
 
 @dataclass(slots=True)
@@ -422,10 +432,11 @@ class Processor:
         if pending.pan_hashes:
             card = led.card_by_hashes(pending.pan_hashes)
             if card is not None:
-                product = led.product(card.product)
-                assert product is not None, f"card {card.id} has no product"
                 card_ctx = CardContext(
-                    card, product, led.balance(card_account(card.id)), led.held(card.id)
+                    card,
+                    governing_product(led, card),
+                    led.balance(card_account(card.id)),
+                    led.held(card.id),
                 )
         ctx = Context(
             now_ms,
@@ -438,6 +449,7 @@ class Processor:
             pin=_pin_check(pending.pin_candidate, card),
             pin_tries_max=self.pin_tries_max,
             batch=batch,
+            original_day_closed=_day_closed(led, original),
         )
         decision = decide(req, ctx)
         tags: dict[str, str] | None = None
@@ -448,6 +460,18 @@ class Processor:
             except KeyStoreError as exc:
                 self.log.error("key_change_failed", terminal=req.terminal_id, error=str(exc))
                 decision = Decision("96", decision.op)
+        code_salt = b""
+        code: str | None = None
+        verifier = b""
+        if decision.activation_code:
+            assert card is not None and decision.approved
+            code_salt = secrets.token_bytes(ACTIVATION_SALT_LEN)
+            try:
+                code = self.keys.activation_code(code_salt, card.id)
+                verifier = self.keys.activation_verifier(card.id, code)
+            except KeyStoreError as exc:
+                self.log.error("activation_code_failed", terminal=req.terminal_id, error=str(exc))
+                decision, code_salt, code = Decision("96", decision.op), b"", None
         if card is not None and decision.rc not in NOT_REMEMBERED:
             card = self._rekey(led, card, pending.pan_hashes)
 
@@ -483,13 +507,31 @@ class Processor:
             closed_batch = self._close_batch(led, req, decision, now_ms)
         if decision.card_state is not None:
             assert card is not None
-            if decision.op == "activate":
+            if decision.op in CREATING_OPS:
+                assert card_ctx is not None and req.store_id is not None
+                campaign = card.campaign
+                if decision.op == "issue":
+                    assert decision.value_expiry is not None and transfer_seq
+                    campaign = CampaignIssue(
+                        issue_seq=transfer_seq,
+                        store_id=req.store_id,
+                        terminal_id=req.terminal_id,
+                        value_expiry=decision.value_expiry,
+                        code_verifier=verifier,
+                    )
+                active = decision.card_state is CardState.ACTIVE
                 card = msgspec.structs.replace(
                     card,
                     state=decision.card_state,
-                    activated_ms=now_ms,
-                    sold_store=req.store_id or "",
+                    activated_ms=now_ms if active else card.activated_ms,
+                    sold_store=req.store_id,
+                    product_version=card_ctx.product.version,
+                    campaign=campaign,
                 )
+            elif original is not None and original.op == "issue":
+                # A void of a campaign issue: the card is as produced, ready for a new issue.
+                assert decision.card_state is CardState.ISSUED, decision.card_state
+                card = msgspec.structs.replace(card, state=decision.card_state, campaign=None)
             else:
                 card = msgspec.structs.replace(card, state=decision.card_state)
             led.put_card(card)
@@ -547,12 +589,19 @@ class Processor:
             approval=approval,
             card_masked=card.masked if card else None,
             currency=card_ctx.product.currency if card_ctx else None,
-            card_expiry=card.expiry if card else None,
+            card_expiry=_card_expiry(card),
             tags=tags,
             closed_batch=closed_batch,
+            activation_code=code,
         )
         if key is not None and decision.rc not in NOT_REMEMBERED:
-            led.put_dupe(key, _record(outcome, pending, req, now_ms, card, hold_id, transfer_seq))
+            issue = None
+            if decision.op == "issue" and decision.approved:
+                assert decision.loaded_minor is not None
+                issue = IssueAnswer(loaded_minor=decision.loaded_minor, code_salt=code_salt)
+            led.put_dupe(
+                key, _record(outcome, pending, req, now_ms, card, hold_id, transfer_seq, issue)
+            )
         return outcome
 
     def _close_batch(
@@ -671,6 +720,11 @@ class Processor:
         verdict = duplicate_verdict(existing, pending.content)
         self.metrics.duplicates.labels(verdict).inc()
         if verdict == "replay":
+            issue = existing.issue
+            code = None
+            if issue is not None and issue.code_salt:
+                # The same code as the first answer: derived again, never stored.
+                code = self.keys.activation_code(issue.code_salt, existing.card_id)
             return Outcome(
                 Decision(
                     existing.rc,
@@ -679,6 +733,7 @@ class Processor:
                     ledger_after_minor=existing.ledger_after_minor,
                     available_after_minor=existing.available_after_minor,
                     batch_totals=existing.batch,
+                    loaded_minor=issue.loaded_minor if issue is not None else None,
                 ),
                 rrn=existing.rrn or None,
                 approval=existing.approval or None,
@@ -686,6 +741,7 @@ class Processor:
                 currency=existing.currency or None,
                 card_expiry=existing.card_expiry or None,
                 replayed=True,
+                activation_code=code,
             )
         return Outcome(Decision("05" if verdict == "tombstone" else "94", op))
 
@@ -751,6 +807,23 @@ class Processor:
         return len(expired), pruned
 
 
+def _card_expiry(card: Card | None) -> str | None:
+    """What the answer's EX tag says: a campaign card's value expiry day, else its expiry
+    month (the tag then gives the month's last day)."""
+    if card is None:
+        return None
+    return card.campaign.value_expiry if card.campaign is not None else card.expiry
+
+
+def _day_closed(led: Ledger, original: DupRecord | None) -> bool:
+    """Whether the business day of a campaign issue that a reversal names has closed (the
+    issue's transfer precedes the open day): its void window is over (docs/products.md)."""
+    if original is None or original.op != "issue" or not original.transfer_seq:
+        return False
+    open_day = led.open_day()
+    return open_day is not None and original.transfer_seq < open_day.first_seq
+
+
 def _pin_check(candidate: bytes | None, card: Card | None) -> PinCheck:
     if candidate is None:
         return PinCheck.ABSENT
@@ -805,6 +878,7 @@ def _record(
     card: Card | None,
     hold_id: int,
     transfer_seq: int,
+    issue: IssueAnswer | None = None,
 ) -> DupRecord:
     d = outcome.decision
     return DupRecord(
@@ -828,6 +902,7 @@ def _record(
         hold_id=hold_id,
         transfer_seq=transfer_seq,
         batch=d.batch_totals,
+        issue=issue,
     )
 
 
@@ -876,8 +951,12 @@ def build_response(req: Request, out: Outcome) -> dict[str, str]:
         )
         if d.approved:
             tags = {"RT": f"BALANCE {format_minor(d.available_after_minor, out.currency)}"}
+            if d.op == "issue" and d.loaded_minor is not None:
+                tags["RT"] = _issue_receipt(d.loaded_minor, out.currency, out.activation_code)
             if out.card_expiry is not None:
                 tags["EX"] = _expiry_date(out.card_expiry)
+            if out.activation_code is not None:
+                tags["AC"] = out.activation_code
             resp["63"] = encode_tlv(tags)
     if out.tags:
         resp["63"] = encode_tlv(dict(out.tags))
@@ -886,7 +965,16 @@ def build_response(req: Request, out: Outcome) -> dict[str, str]:
     return resp
 
 
-def _expiry_date(yymm: str) -> str:
-    """YYMM to the card's last valid day YYYYMMDD."""
-    year, month = 2000 + int(yymm[:2]), int(yymm[2:])
+def _issue_receipt(loaded_minor: int, currency: str, code: str | None) -> str:
+    """RT of a campaign issue: what was loaded, and what the customer must do before use."""
+    text = f"CAMPAIGN CARD LOADED {format_minor(loaded_minor, currency)}"
+    return text + ", ACTIVATE ONLINE WITH CODE" if code is not None else text
+
+
+def _expiry_date(expiry: str) -> str:
+    """The card's last valid day YYYYMMDD: a YYMM expiry month's last day, or a value expiry
+    day as it is."""
+    if len(expiry) == len("YYYYMMDD"):
+        return expiry
+    year, month = 2000 + int(expiry[:2]), int(expiry[2:])
     return f"{year:04d}{month:02d}{calendar.monthrange(year, month)[1]:02d}"

@@ -25,26 +25,42 @@ connection's handshake is its first step, bounded by ``TLS_HANDSHAKE_TIMEOUT_S``
 (plaintext, a version below ``server.tls_min_version``, no or a wrong client certificate) closes
 that connection without an answer, counted in ``authsrv_tls_handshake_failures_total`` by reason
 and logged once.
+
+Write jobs (the HTTP API, docs/api.md): :meth:`Server.run_job` hands the writer a function of
+the ledger; the writer runs it between batches in a write transaction of its own, which closes
+a due business day first as a batch does, and commits it with sync before the caller gets its
+result. An exception from the job aborts that transaction only and goes back to the caller; an
+AssertionError stops the writer and the server (DESIGN §2). At most ``api.write_queue_max``
+jobs wait at once, in slots of their own, so they never take the terminals' share of the queue.
 """
 
 from __future__ import annotations
 
 import signal
 import ssl
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
 
 import trio
 
 from authsrv.config import TLS_VERSIONS, Config, ServerConfig, load_tls_files
 from authsrv.metrics import Metrics
 from authsrv.processor import Pending, Processor
+from authsrv.store import Ledger
 from protocol.framing import FrameError, FrameReader, encode_frame
 from protocol.messages import Unreadable
 from settlement.clearing import ClearingFileError
 from settlement.day import DayError
 from settlement.ledger import days_without_files, write_day_files
 
-__all__ = ["Server", "tls_context"]
+__all__ = [
+    "Server",
+    "Service",
+    "WriteJob",
+    "WriterBusy",
+    "WriterStopped",
+    "tls_context",
+]
 
 RECEIVE_BYTES_MAX = 65_536
 # While draining, a connection is closed once its terminal has sent nothing for this long.
@@ -81,6 +97,43 @@ _HANDSHAKE_REASONS = {
     "NO_SUITABLE_SIGNATURE_ALGORITHM": "cipher",
     "NO_SHARED_GROUPS": "cipher",
 }
+
+
+T = TypeVar("T")
+
+
+class WriterStopped(Exception):
+    """The writer is stopping or has stopped: the job did not run, nothing was written."""
+
+
+class WriterBusy(Exception):
+    """Every write-job slot stayed taken while the caller waited: the job did not run."""
+
+
+class WriteJob:
+    """A state change from outside the terminal path: ``fn`` runs in the writer thread inside a
+    write transaction of its own; ``done`` is set after its commit (or its failure)."""
+
+    __slots__ = ("done", "error", "finished", "fn", "result")
+
+    def __init__(self, fn: Callable[[Ledger], Any]) -> None:
+        self.fn = fn
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.finished = False  # committed, or failed and aborted (set in the writer thread)
+        self.done = trio.Event()
+
+
+class Service(Protocol):
+    """Another listener served inside :meth:`Server.run` (the HTTP API): bound before it runs,
+    told to stop when the drain begins, and waited for before the writer closes, so that what
+    it submitted is committed and answered."""
+
+    async def bind(self) -> None: ...
+
+    async def run(
+        self, stop: trio.Event, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+    ) -> None: ...
 
 
 def tls_context(s: ServerConfig) -> ssl.SSLContext:
@@ -143,7 +196,14 @@ class Server:
         self._idle_scopes: set[trio.CancelScope] = set()
         # Every connection holds at most its window plus the request its responder waits on.
         queue_max = cfg.server.connections_max * (cfg.server.inflight_per_connection_max + 1)
-        self._writer_send, self._writer_recv = trio.open_memory_channel[Pending](queue_max)
+        # Write jobs wait in slots of their own on top of that (see run_job).
+        self._job_slots = trio.Semaphore(cfg.api.write_queue_max)
+        self._writer_closed = False
+        self._jobs_running: list[WriteJob] = []
+        self._services: list[Service] = []
+        self._writer_send, self._writer_recv = trio.open_memory_channel[Pending | WriteJob](
+            queue_max + cfg.api.write_queue_max
+        )
 
     async def bind(self) -> list[trio.SocketListener]:
         """Open the listening sockets (before :meth:`run`, so that a taken port is an OSError
@@ -151,7 +211,17 @@ class Server:
         s = self.cfg.server
         self._listeners = await trio.open_tcp_listeners(s.port, host=s.host)
         self.port = int(self._listeners[0].socket.getsockname()[1])
+        for service in self._services:
+            await service.bind()
         return self._listeners
+
+    def add_service(self, service: Service) -> None:
+        """Serve ``service`` beside the terminals (before :meth:`run`)."""
+        self._services.append(service)
+
+    @property
+    def services(self) -> tuple[Service, ...]:
+        return tuple(self._services)
 
     def use_listeners(self, listeners: list[trio.SocketListener]) -> None:
         """Serve on sockets opened elsewhere (a worker's SO_REUSEPORT listener)."""
@@ -178,36 +248,43 @@ class Server:
                 outer.start_soon(self._clearing_loop)
             if handle_signals:
                 outer.start_soon(self._watch_signals)
-            with trio.CancelScope() as hard:
-                async with trio.open_nursery() as conns:
-                    accept = trio.CancelScope()
-                    conns.start_soon(self._accept, listeners, conns, accept)
-                    self.log.info(
-                        "listening",
-                        host=s.host,
-                        port=self.port,
-                        framing=s.framing,
-                        connections_max=s.connections_max,
-                        inflight_per_connection_max=s.inflight_per_connection_max,
-                        frame_size_max_bytes=s.frame_size_max_bytes,
-                        idle_timeout_s=s.idle_timeout_s,
-                        batch_size_max=self.cfg.store.batch_size_max,
-                        **s.transport(),
-                    )
-                    assert self.port is not None  # set by bind()
-                    task_status.started(self.port)
-                    await self._stop.wait()
-                    self.log.info("draining", connections=self._open)
-                    self._draining = True
-                    accept.cancel()
-                    # Readers go on reading what terminals already sent until the line has
-                    # been quiet for DRAIN_QUIET_S; the hard deadline bounds it all.
-                    quiet_until = trio.current_time() + DRAIN_QUIET_S
-                    for scope in list(self._idle_scopes):
-                        scope.deadline = min(scope.deadline, quiet_until)
-                    hard.deadline = trio.current_time() + s.drain_timeout_s
+            # The services watch _stop themselves; their nursery ends when each has drained,
+            # before the writer closes, so that their last jobs commit.
+            async with trio.open_nursery() as services:
+                for service in self._services:
+                    await service.bind()  # a no-op when bind() did it
+                    await services.start(service.run, self._stop)
+                with trio.CancelScope() as hard:
+                    async with trio.open_nursery() as conns:
+                        accept = trio.CancelScope()
+                        conns.start_soon(self._accept, listeners, conns, accept)
+                        self.log.info(
+                            "listening",
+                            host=s.host,
+                            port=self.port,
+                            framing=s.framing,
+                            connections_max=s.connections_max,
+                            inflight_per_connection_max=s.inflight_per_connection_max,
+                            frame_size_max_bytes=s.frame_size_max_bytes,
+                            idle_timeout_s=s.idle_timeout_s,
+                            batch_size_max=self.cfg.store.batch_size_max,
+                            **s.transport(),
+                        )
+                        assert self.port is not None  # set by bind()
+                        task_status.started(self.port)
+                        await self._stop.wait()
+                        self.log.info("draining", connections=self._open)
+                        self._draining = True
+                        accept.cancel()
+                        # Readers go on reading what terminals already sent until the line has
+                        # been quiet for DRAIN_QUIET_S; the hard deadline bounds it all.
+                        quiet_until = trio.current_time() + DRAIN_QUIET_S
+                        for scope in list(self._idle_scopes):
+                            scope.deadline = min(scope.deadline, quiet_until)
+                        hard.deadline = trio.current_time() + s.drain_timeout_s
             if hard.cancelled_caught:
                 self.log.warning("drain_timeout", drain_timeout_s=s.drain_timeout_s)
+            self._writer_closed = True
             await self._writer_send.aclose()
             await writer_done.wait()
             outer.cancel_scope.cancel()
@@ -242,39 +319,128 @@ class Server:
                     await listener.aclose()
 
     # -- writer -----------------------------------------------------------------------------
+    async def run_job(self, fn: Callable[[Ledger], T], wait_s: float) -> T:
+        """Run ``fn(ledger)`` in the writer, in a write transaction of its own that is
+        committed with sync before this returns ``fn``'s result.
+
+        Error handling: what ``fn`` raised (its transaction aborted, nothing of it written);
+        :class:`WriterBusy` when no job slot came free within ``wait_s``; :class:`WriterStopped`
+        when the server is stopping. Once the job is queued, the wait for it is shielded: a
+        caller that gives up must not lose the answer to a change that commits.
+        """
+        if self._writer_closed:
+            raise WriterStopped("the host is stopping")
+        with trio.move_on_after(wait_s) as waited:
+            await self._job_slots.acquire()
+        if waited.cancelled_caught:
+            raise WriterBusy(f"the writer has {self.cfg.api.write_queue_max} jobs waiting")
+        try:
+            job = WriteJob(fn)
+            try:
+                # Never blocks: the slots keep the jobs within their share of the queue.
+                self._writer_send.send_nowait(job)
+            except (trio.ClosedResourceError, trio.BrokenResourceError):
+                raise WriterStopped("the host is stopping") from None
+            with trio.CancelScope(shield=True):
+                await job.done.wait()
+        finally:
+            self._job_slots.release()
+        if job.error is not None:
+            raise job.error
+        result: T = job.result
+        return result
+
     async def _writer_loop(self, done: trio.Event) -> None:
         batch_max = self.cfg.store.batch_size_max
         sweep_every_s = self.cfg.store.sweep_interval_s
         next_sweep = trio.current_time()
         try:
             async with self._writer_recv:
-                while True:
-                    if trio.current_time() >= next_sweep:
-                        await trio.to_thread.run_sync(self.processor.sweep, abandon_on_cancel=False)
-                        next_sweep = trio.current_time() + sweep_every_s
-                    first: Pending | None = None
-                    with trio.move_on_at(next_sweep):
-                        try:
-                            first = await self._writer_recv.receive()
-                        except trio.EndOfChannel:
-                            return
-                    if first is None:
-                        continue  # time for the next sweep
-                    batch = [first]
-                    while len(batch) < batch_max:
-                        try:
-                            batch.append(self._writer_recv.receive_nowait())
-                        except (trio.WouldBlock, trio.EndOfChannel):
-                            break
-                    outcomes = await trio.to_thread.run_sync(
-                        self.processor.process_batch, batch, abandon_on_cancel=False
-                    )
-                    assert len(outcomes) == len(batch)
-                    for pending, outcome in zip(batch, outcomes, strict=True):
-                        pending.outcome = outcome
-                        pending.done.set()
+                try:
+                    while True:
+                        if trio.current_time() >= next_sweep:
+                            await trio.to_thread.run_sync(
+                                self.processor.sweep, abandon_on_cancel=False
+                            )
+                            next_sweep = trio.current_time() + sweep_every_s
+                        first: Pending | WriteJob | None = None
+                        with trio.move_on_at(next_sweep):
+                            try:
+                                first = await self._writer_recv.receive()
+                            except trio.EndOfChannel:
+                                return
+                        if first is None:
+                            continue  # time for the next sweep
+                        items = [first]
+                        while len(items) < batch_max:
+                            try:
+                                items.append(self._writer_recv.receive_nowait())
+                            except (trio.WouldBlock, trio.EndOfChannel):
+                                break
+                        await self._process(items)
+                finally:
+                    self._fail_jobs()
         finally:
             done.set()
+
+    async def _process(self, items: list[Pending | WriteJob]) -> None:
+        """One batch of requests (one transaction), then the jobs (one transaction each)."""
+        batch = [item for item in items if isinstance(item, Pending)]
+        jobs = [item for item in items if isinstance(item, WriteJob)]
+        if batch:
+            outcomes = await trio.to_thread.run_sync(
+                self.processor.process_batch, batch, abandon_on_cancel=False
+            )
+            assert len(outcomes) == len(batch)
+            for pending, outcome in zip(batch, outcomes, strict=True):
+                pending.outcome = outcome
+                pending.done.set()
+        if jobs:
+            self._jobs_running = jobs
+            await trio.to_thread.run_sync(self._run_jobs, jobs, abandon_on_cancel=False)
+            self._jobs_running = []
+            for job in jobs:
+                job.done.set()
+
+    def _run_jobs(self, jobs: list[WriteJob]) -> None:
+        """In the writer thread: each job in a write transaction of its own (committed with
+        sync), which first closes a due business day as a batch does, so that every transfer
+        belongs to exactly one day."""
+        processor = self.processor
+        for job in jobs:
+            now_ms = processor.clock_ms()
+            try:
+                with processor.store.write() as led:
+                    day = processor._day_boundary(led, now_ms)
+                    job.result = job.fn(led)
+            except AssertionError:
+                raise  # a broken invariant: nothing of it committed; the server stops
+            except Exception as exc:
+                job.error = exc
+                job.finished = True
+                self.metrics.writer_jobs.labels("failed").inc()
+                continue
+            job.finished = True
+            processor._day_committed(day)
+            self.metrics.writer_jobs.labels("committed").inc()
+
+    def _fail_jobs(self) -> None:
+        """The writer ends: every job still waiting (or cut off by a broken invariant) gets
+        an answer, so that no caller waits for ever."""
+        self._writer_closed = True
+        left = list(self._jobs_running)
+        self._jobs_running = []
+        while True:
+            try:
+                item = self._writer_recv.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                break
+            if isinstance(item, WriteJob):
+                left.append(item)
+        for job in left:
+            if not job.finished:
+                job.error = WriterStopped("the writer stopped before the job committed")
+            job.done.set()
 
     async def _clearing_loop(self) -> None:
         """Write the clearing files of every closed day that lacks them (after a cut-over, or

@@ -22,13 +22,17 @@ import msgspec
 
 from authsrv.model import (
     Account,
+    ApiKey,
+    AuditEntry,
     BusinessDay,
     Card,
+    CardHolder,
     ClosedBatch,
     DupRecord,
     ExceptionCase,
     Hold,
     HoldState,
+    IdempotencyRecord,
     OpenBatch,
     Posting,
     Product,
@@ -62,6 +66,11 @@ DBS = (
     "days",  # YYYYMMDD -> BusinessDay
     "batches",  # terminal id + ":" + currency -> OpenBatch (reconciliation, 0500)
     "batches_closed",  # terminal id + ":" + batch number + ":" + close seq -> ClosedBatch
+    "product_versions",  # product id + NUL + version (u32) -> Product (every version kept)
+    "audit",  # seq -> AuditEntry (back-office actions)
+    "idempotency",  # request id -> IdempotencyRecord (back-office requests done once)
+    "api_keys",  # key id -> ApiKey (HTTP API clients; token hashes, never tokens)
+    "holders",  # card id -> CardHolder (personal data of card holders; no card data)
 )
 MAX_DBS = 32
 MAX_READERS = 256
@@ -82,6 +91,10 @@ _dec_exception = msgspec.msgpack.Decoder(ExceptionCase)
 _dec_day = msgspec.msgpack.Decoder(BusinessDay)
 _dec_open_batch = msgspec.msgpack.Decoder(OpenBatch)
 _dec_closed_batch = msgspec.msgpack.Decoder(ClosedBatch)
+_dec_audit = msgspec.msgpack.Decoder(AuditEntry)
+_dec_idempotency = msgspec.msgpack.Decoder(IdempotencyRecord)
+_dec_api_key = msgspec.msgpack.Decoder(ApiKey)
+_dec_holder = msgspec.msgpack.Decoder(CardHolder)
 CARD_ACCOUNT_PREFIX = b"card:"
 
 
@@ -95,6 +108,10 @@ class StoreFull(StoreError):
 
 def _u64(n: int) -> bytes:
     return n.to_bytes(U64, "big")
+
+
+def _version_key(product_id: str, version: int) -> bytes:
+    return product_id.encode() + b"\x00" + version.to_bytes(4, "big")
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +135,11 @@ class _Dbs:
     days: Any
     batches: Any
     batches_closed: Any
+    product_versions: Any
+    audit: Any
+    idempotency: Any
+    api_keys: Any
+    holders: Any
 
 
 class Ledger:
@@ -131,6 +153,7 @@ class Ledger:
         self._seqs: dict[str, int] = {}
         self._stores: dict[str, Store | None] = {}
         self._products: dict[str, Product | None] = {}
+        self._versions: dict[tuple[str, int], Product | None] = {}
 
     # -- reference data ---------------------------------------------------------------------
     def product(self, product_id: str) -> Product | None:
@@ -140,8 +163,55 @@ class Ledger:
         return self._products[product_id]
 
     def put_product(self, product: Product) -> None:
+        """Store ``product`` as the current version of its id, and keep it among its versions
+        (a version once written is never replaced)."""
         self.txn.put(product.id.encode(), _enc.encode(product), db=self.dbs.products)
+        self.txn.put(
+            _version_key(product.id, product.version),
+            _enc.encode(product),
+            db=self.dbs.product_versions,
+        )
         self._products[product.id] = product
+        self._versions[(product.id, product.version)] = product
+
+    def keep_product_version(self, product: Product) -> bool:
+        """Store ``product`` among its versions unless that version is stored already (a
+        product written before versions were kept); True when it was added."""
+        added: bool = self.txn.put(
+            _version_key(product.id, product.version),
+            _enc.encode(product),
+            db=self.dbs.product_versions,
+            overwrite=False,
+        )
+        return added
+
+    def product_version(self, product_id: str, version: int) -> Product | None:
+        """Version ``version`` of a product; a product written before versions were kept has
+        only its current record, which answers for its own version."""
+        key = (product_id, version)
+        if key not in self._versions:
+            raw = self.txn.get(_version_key(product_id, version), db=self.dbs.product_versions)
+            found = None if raw is None else _dec_product.decode(raw)
+            if found is None:
+                current = self.product(product_id)
+                found = current if current is not None and current.version == version else None
+            self._versions[key] = found
+        return self._versions[key]
+
+    def product_versions(self, product_id: str) -> list[Product]:
+        """Every stored version of a product, oldest first (at least the current one)."""
+        prefix = product_id.encode() + b"\x00"
+        cursor = self.txn.cursor(db=self.dbs.product_versions)
+        found: list[Product] = []
+        if cursor.set_range(prefix):
+            for key, raw in cursor.iternext():
+                if not key.startswith(prefix):
+                    break
+                found.append(_dec_product.decode(raw))
+        current = self.product(product_id)
+        if current is not None and all(p.version != current.version for p in found):
+            found.append(current)
+        return found
 
     def store(self, store_id: str) -> Store | None:
         if store_id not in self._stores:
@@ -416,6 +486,51 @@ class Ledger:
         for key, raw in self.txn.cursor(db=self.dbs.card_held):
             yield int.from_bytes(key, "big"), int.from_bytes(raw, "big", signed=True)
 
+    # -- audit and idempotency (back-office actions) -----------------------------------------
+    def add_audit(
+        self,
+        *,
+        at_ms: int,
+        actor: str,
+        action: str,
+        target: str,
+        detail: dict[str, str | int] | None = None,
+        request_id: str = "",
+    ) -> AuditEntry:
+        """Append an audit entry (in the caller's transaction, with what it records)."""
+        entry = AuditEntry(
+            seq=self.next_seq("audit"),
+            at_ms=at_ms,
+            actor=actor,
+            action=action,
+            target=target,
+            detail=dict(detail or {}),
+            request_id=request_id,
+        )
+        added = self.txn.put(_u64(entry.seq), _enc.encode(entry), db=self.dbs.audit, append=True)
+        assert added, "audit sequence reused"
+        return entry
+
+    def audit_entry(self, seq: int) -> AuditEntry | None:
+        raw = self.txn.get(_u64(seq), db=self.dbs.audit)
+        return None if raw is None else _dec_audit.decode(raw)
+
+    def audit_entries(self) -> Iterator[AuditEntry]:
+        return self._all(self.dbs.audit, _dec_audit)
+
+    def idempotency(self, request_id: str) -> IdempotencyRecord | None:
+        raw = self.txn.get(request_id.encode(), db=self.dbs.idempotency)
+        return None if raw is None else _dec_idempotency.decode(raw)
+
+    def put_idempotency(self, record: IdempotencyRecord) -> None:
+        added = self.txn.put(
+            record.request_id.encode(),
+            _enc.encode(record),
+            db=self.dbs.idempotency,
+            overwrite=False,
+        )
+        assert added, "request id reused"
+
     # -- exceptions (advices that break a rule) ---------------------------------------------
     def add_exception(self, case: ExceptionCase) -> None:
         self.txn.put(_u64(case.seq), _enc.encode(case), db=self.dbs.exceptions, append=True)
@@ -578,6 +693,41 @@ class Ledger:
                 raw = self.txn.get(key[U64:], db=self.dbs.journal)
                 assert raw is not None, "card journal points to a missing transfer"
                 result.append(_dec_transfer.decode(raw))
+                if len(result) >= limit:
+                    break
+        return result
+
+    # -- HTTP API: clients and card holders (docs/api.md) ------------------------------------
+    def api_key(self, key_id: str) -> ApiKey | None:
+        raw = self.txn.get(key_id.encode(), db=self.dbs.api_keys)
+        return None if raw is None else _dec_api_key.decode(raw)
+
+    def put_api_key(self, key: ApiKey) -> None:
+        self.txn.put(key.id.encode(), _enc.encode(key), db=self.dbs.api_keys)
+
+    def api_keys(self) -> Iterator[ApiKey]:
+        return self._all(self.dbs.api_keys, _dec_api_key)
+
+    def holder(self, card_id: int) -> CardHolder | None:
+        raw = self.txn.get(_u64(card_id), db=self.dbs.holders)
+        return None if raw is None else _dec_holder.decode(raw)
+
+    def put_holder(self, holder: CardHolder) -> None:
+        self.txn.put(_u64(holder.card_id), _enc.encode(holder), db=self.dbs.holders)
+
+    def delete_holder(self, card_id: int) -> bool:
+        return bool(self.txn.delete(_u64(card_id), db=self.dbs.holders))
+
+    def holders(self) -> Iterator[CardHolder]:
+        return self._all(self.dbs.holders, _dec_holder)
+
+    def audit_after(self, after_seq: int, limit: int) -> list[AuditEntry]:
+        """Up to ``limit`` audit entries with a sequence above ``after_seq``, oldest first."""
+        cursor = self.txn.cursor(db=self.dbs.audit)
+        result: list[AuditEntry] = []
+        if limit > 0 and cursor.set_range(_u64(after_seq + 1)):
+            for raw in cursor.iternext(keys=False, values=True):
+                result.append(_dec_audit.decode(raw))
                 if len(result) >= limit:
                     break
         return result

@@ -28,7 +28,9 @@ from keys.keystore import (  # noqa: E402  (the filter first)
     generate_kek_file,
     kek_check_value,
     load_kek,
+    missing_system_blocks,
     new_key_blocks,
+    normalize_activation_code,
     write_kek_file,
 )
 
@@ -44,6 +46,8 @@ __all__ = [
     "generate_kek_file",
     "kek_check_value",
     "load_kek",
+    "missing_system_blocks",
     "new_key_blocks",
+    "normalize_activation_code",
     "write_kek_file",
 ]

@@ -7,6 +7,9 @@ components (DESIGN §6). Named keys in the store:
 - ``pan-hash/N``: HMAC-SHA256 keys of the keyed card-number hash, versioned (1, 2, ...);
 - ``dup-content/1``: HMAC-SHA256 key of the content digest of duplicate detection (DESIGN §5);
 - ``pin-verify/1``: HMAC-SHA256 key of the PIN verification values;
+- ``activation/1``: HMAC-SHA256 key of campaign cards' online activation codes (derivation
+  and verifier); a store made before it existed gets it on its first writable open
+  (``authsrv.app.open_keys``);
 - ``bdk/NAME``: DUKPT base derivation keys (TDES or AES-128);
 - ``tmk/NAME``: terminal master keys, which wrap the working keys sent in a key change;
 - ``kek/NAME``: key-exchange keys under which blocks are imported and exported.
@@ -33,6 +36,8 @@ from psec import tr31
 from keys import dukpt, mac, pinblock
 
 __all__ = [
+    "ACTIVATION_CODE_ALPHABET",
+    "ACTIVATION_CODE_LEN",
     "KeyChange",
     "KeyInfo",
     "KeyStore",
@@ -44,7 +49,9 @@ __all__ = [
     "generate_kek_file",
     "kek_check_value",
     "load_kek",
+    "missing_system_blocks",
     "new_key_blocks",
+    "normalize_activation_code",
     "write_kek_file",
 ]
 
@@ -57,7 +64,19 @@ HMAC_HEADER = "D0000M7HC00N0000"
 PAN_HASH_PREFIX = "pan-hash/"
 DUP_CONTENT = "dup-content/1"
 PIN_VERIFY = "pin-verify/1"
-SYSTEM_PREFIXES = (PAN_HASH_PREFIX, "dup-content/", "pin-verify/")
+ACTIVATION = "activation/1"
+SYSTEM_PREFIXES = (PAN_HASH_PREFIX, "dup-content/", "pin-verify/", "activation/")
+# Online activation codes: Crockford's base32 (no I, L, O, U: nothing to misread on a
+# receipt), 8 characters = 40 bits. Guessing is bounded by the wrong-code lock
+# (campaign.activation_tries_max), not by the length alone.
+ACTIVATION_CODE_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+ACTIVATION_CODE_LEN = 8
+ACTIVATION_SALT_LEN = 16
+ACTIVATION_VERIFIER_LEN = 16
+_CODE_BITS = 5
+assert len(ACTIVATION_CODE_ALPHABET) == 1 << _CODE_BITS
+# What a customer may type for a character of the code (Crockford's reading rules).
+_CODE_READS = {"O": "0", "I": "1", "L": "1"}
 # Operator-entered keys: the name's prefix fixes the TR-31 usage and mode of use.
 NAMED_USAGES = {"bdk/": ("B0", "X"), "tmk/": ("K0", "B"), "kek/": ("K0", "B")}
 COMPONENTS_MIN, COMPONENTS_MAX = 2, 3
@@ -149,8 +168,31 @@ def new_key_blocks(kek: bytes) -> dict[str, str]:
     """Fresh system keys for a new store, as TR-31 blocks under ``kek``."""
     return {
         name: tr31.wrap(kek, HMAC_HEADER, secrets.token_bytes(HMAC_KEY_LEN))
-        for name in (PAN_HASH_PREFIX + "1", DUP_CONTENT, PIN_VERIFY)
+        for name in (PAN_HASH_PREFIX + "1", DUP_CONTENT, PIN_VERIFY, ACTIVATION)
     }
+
+
+def missing_system_blocks(kek: bytes, blocks: Mapping[str, str]) -> dict[str, str]:
+    """Fresh blocks for the system keys added since a store was made (today: the activation
+    key); empty when it has them all."""
+    if ACTIVATION in blocks:
+        return {}
+    return {ACTIVATION: tr31.wrap(kek, HMAC_HEADER, secrets.token_bytes(HMAC_KEY_LEN))}
+
+
+def normalize_activation_code(text: str) -> str | None:
+    """An activation code as typed (any case, with spaces or hyphens, O for 0, I or L for 1)
+    in its printed form; None when it cannot be one.
+
+    >>> normalize_activation_code("k7mp-q2ho")
+    'K7MPQ2H0'
+    >>> normalize_activation_code("K7MPQ2H") is None
+    True
+    """
+    code = "".join(_CODE_READS.get(c, c) for c in text.upper() if c not in " -")
+    if len(code) != ACTIVATION_CODE_LEN or any(c not in ACTIVATION_CODE_ALPHABET for c in code):
+        return None
+    return code
 
 
 def check_value(key: bytes) -> str:
@@ -378,6 +420,7 @@ class KeyStore:
         self._check_values: dict[str, str] = {}
         self._content_key = b""
         self._pin_verify_key = b""
+        self._activation_key = b""
         self._cache: dict[tuple[str, str], bytes] = {}  # (block, expected usage) -> clear key
         for name, block in blocks.items():
             if not name.startswith(SYSTEM_PREFIXES):
@@ -393,6 +436,8 @@ class KeyStore:
                 self._content_key = key
             elif name == PIN_VERIFY:
                 self._pin_verify_key = key
+            elif name == ACTIVATION:
+                self._activation_key = key
         if not self._pan_keys:
             raise KeyStoreError("no pan-hash key in the store")
         if not self._content_key:
@@ -424,6 +469,42 @@ class KeyStore:
 
     def content_mac(self, data: bytes) -> bytes:
         return hmac.new(self._content_key, data, hashlib.sha256).digest()
+
+    # -- online activation codes (campaign cards) -------------------------------------------
+    def _activation(self) -> bytes:
+        if not self._activation_key:
+            raise KeyStoreError(
+                f"no {ACTIVATION} key in the store; open it once writable (e.g. `authsrv "
+                "serve`) to add it"
+            )
+        return self._activation_key
+
+    def activation_code(self, salt: bytes, card_id: int) -> str:
+        """The activation code of one campaign issue: 8 characters of
+        :data:`ACTIVATION_CODE_ALPHABET` derived from the issue's random ``salt`` and the card
+        under the activation key, so that a replay of the issue gives the same code and no
+        record has to hold it.
+
+        Error handling: :class:`KeyStoreError` when the store has no activation key.
+        """
+        assert len(salt) == ACTIVATION_SALT_LEN, "an activation salt is 16 random bytes"
+        msg = b"code\x1f" + salt + card_id.to_bytes(8, "big")
+        digest = hmac.new(self._activation(), msg, hashlib.sha256).digest()
+        bits = int.from_bytes(digest[: ACTIVATION_CODE_LEN * _CODE_BITS // 8], "big")
+        mask = len(ACTIVATION_CODE_ALPHABET) - 1
+        return "".join(
+            ACTIVATION_CODE_ALPHABET[(bits >> (_CODE_BITS * i)) & mask]
+            for i in reversed(range(ACTIVATION_CODE_LEN))
+        )
+
+    def activation_verifier(self, card_id: int, code: str) -> bytes:
+        """The keyed value stored on the card instead of its activation code; compare with
+        ``hmac.compare_digest``.
+
+        Error handling: :class:`KeyStoreError` when the store has no activation key.
+        """
+        msg = b"verify\x1f" + card_id.to_bytes(8, "big") + code.encode("ascii")
+        return hmac.new(self._activation(), msg, hashlib.sha256).digest()[:ACTIVATION_VERIFIER_LEN]
 
     # -- PINs ------------------------------------------------------------------------------
     def pvv(self, pan: str, pin: str) -> bytes:

@@ -1,8 +1,10 @@
 """Expiry to breakage: what is left on a card after its expiry month moves to breakage.
 
 A card with expiry ``YYMM`` is valid through the last millisecond of that month, UTC
-(:func:`authsrv.engine.card_expired`, the rule the engine declines with 54). Once that has
-passed, the sweep looks at the card by its state:
+(:func:`authsrv.engine.card_expired`, the rule the engine declines with 54); a campaign card's
+value only through the last millisecond of its value expiry day, UTC, if that comes first
+(:func:`authsrv.engine.value_expired`, recorded on the card at its issue from the product version
+it was issued under). Once that has passed, the sweep looks at the card by its state:
 
 - ``active``, ``awaiting_activation``, ``blocked``: a positive purse balance moves to the
   product's breakage account (:func:`settlement.accounts.breakage_account`: the issuer's for
@@ -40,7 +42,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from authsrv.engine import card_expired
+from authsrv.engine import value_expired
 from authsrv.model import Card, CardState, Posting, card_account
 from authsrv.store import Ledger, LedgerStore
 from settlement.accounts import UnknownKindError, breakage_account
@@ -99,7 +101,7 @@ class ExpiryResult:
 
 
 def _sweep_card(led: Ledger, card: Card, now_ms: int, res: ExpiryResult, apply: bool) -> None:
-    if not card_expired(card.expiry, now_ms):
+    if not value_expired(card, now_ms):
         return
     state = card.state
     if state is CardState.ISSUED:

@@ -3,7 +3,10 @@
 Each journal transfer between a card's purse and a store's settlement account is one clearing
 record, in journal order. Its record id is the transfer's journal sequence number. A reversal
 transfer becomes a reversal record of the operation it gives back, naming the original record
-by its id, RRN, STAN and business day (an earlier day's, for a late reversal). A transfer
+by its id, RRN, STAN and business day (an earlier day's, for a late reversal). A clawback (the
+back office takes unspent campaign value back to the issuing store, :mod:`authsrv.campaign`)
+is, for the counterparties, a reversal of (part of) the issue: it becomes a reversal record of
+the ``issue`` record it claws back, with STAN ``000000`` (it has no terminal request). A transfer
 that does not involve a store (a host job such as an expiry) is not a clearing record: no store
 owes or is owed for it, and the settlement report lists it under its funding account.
 
@@ -45,6 +48,7 @@ __all__ = [
 STORE_PREFIX = "store:"
 CARD_PREFIX = "card:"
 REVERSAL_OP = "reversal"
+CLAWBACK_OP = "clawback"  # a reversal record of the issue it claws back
 
 
 def _utc(at_ms: int, fmt: str) -> str:
@@ -85,9 +89,9 @@ def clearing_records(led: Ledger, index: DayIndex, day: BusinessDay) -> Iterator
         dc = "C" if t.credit == card_account(t.card_id) else "D"
         op = t.op
         original = None
-        if op == REVERSAL_OP:
+        if op in (REVERSAL_OP, CLAWBACK_OP):
             orig = led.transfer(t.original_seq)
-            assert orig is not None, f"reversal {t.seq} names a missing transfer"
+            assert orig is not None, f"{op} {t.seq} names a missing transfer"
             op = orig.op
             original = ClearingOriginal(
                 rrn=orig.rrn or f"{orig.seq % 10**12:012d}",

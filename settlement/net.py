@@ -13,6 +13,10 @@ redeemed at S2 for 120.00 (``card -> store:S2``): S1's net is -500.00 (S1 owes 5
 float), S2's is +120.00 (the float owes S2 120.00), the float's is +380.00 (it is owed 380.00
 on balance: the value still on the card, which the float now stands behind).
 
+Campaign cards (DESIGN §4, docs/products.md): an issue at S for a 1000.00 purchase at 30 %
+(``store:S -> card`` 300.00) makes S owe 300.00 to ``campaign:<chain>``; a redeem at T makes
+T owed by it; a void or a back-office clawback (``card -> store:S``) moves S back.
+
 Transfers of the day that involve no store (a host job's, such as an expiry to breakage) are
 not settled between stores; they are listed in their own section under the funding account of
 the card's product, so that every transfer of the day is shown somewhere.

@@ -59,6 +59,34 @@ def gift_product(**overrides: object) -> Product:
     return Product(**values)  # type: ignore[arg-type]
 
 
+def campaign_product(**overrides: object) -> Product:
+    """A campaign product of chain ACME: 30 % of purchases from 100.00, at most 500.00 per
+    issue, valid 90 days, issued and accepted in the chain, with online activation."""
+    values: dict[str, object] = dict(
+        id="CAMP",
+        chain=CHAIN,
+        kind="campaign",
+        currency="978",
+        prefix="603629",
+        pan_len=16,
+        fixed_value_minor=0,
+        load_min_minor=0,
+        load_max_minor=0,
+        balance_max_minor=50_000,
+        redeem_min_minor=1,
+        expiry_months=36,
+        reloadable=False,
+        cashout=False,
+        share_bp=3000,
+        min_purchase_minor=10_000,
+        max_value_minor=50_000,
+        expiry_days=90,
+        online_activation=True,
+    )
+    values.update(overrides)
+    return Product(**values)  # type: ignore[arg-type]
+
+
 @dataclass
 class Provisioned:
     """A store on disk with: product GIFT (chain ACME, EUR); stores S0001, S0002 (ACME) and

@@ -379,7 +379,7 @@ def test_operator_session(tmp_path: Path) -> None:
             blocks = led.key_blocks()
     finally:
         store_.close()
-    assert sorted(expected) == ["dup-content/1", "pan-hash/1", "pin-verify/1"]
+    assert sorted(expected) == ["activation/1", "dup-content/1", "pan-hash/1", "pin-verify/1"]
     lines = out.splitlines()
     assert lines[0].startswith("key-encrypting key check value ")
     lines = lines[1:]

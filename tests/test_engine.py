@@ -17,12 +17,14 @@ from hypothesis import strategies as st
 
 from authsrv.engine import BatchEntry, CardContext, Context, Decision, PinCheck, batch_entry, decide
 from authsrv.model import (
+    CampaignIssue,
     Card,
     CardState,
     DupKind,
     DupRecord,
     Hold,
     HoldState,
+    IssueAnswer,
     Posting,
     Product,
     SecurityProfile,
@@ -35,7 +37,7 @@ from protocol.cards import luhn_check_digit
 from protocol.messages import Request, parse_request
 from protocol.reconciliation import Totals
 from simulators.terminal import build_request
-from tests.helpers import gift_product
+from tests.helpers import campaign_product, gift_product
 
 NOW = datetime(2026, 11, 22, 10, 30, 0, tzinfo=UTC)
 NOW_MS = int(NOW.timestamp() * 1000)
@@ -554,6 +556,188 @@ RULES += [
 # fmt: on
 
 
+# -- campaign cards: issue (0200 proc 92), scopes, states, void (docs/products.md) --------------
+
+CAMP = campaign_product()  # 30 % from 100.00, at most 500.00, 90 days, online activation
+AWAITING = CardState.AWAITING_ACTIVATION
+ISSUE = {"3": "920000"}
+# 2026-11-22 + 90 days; the card itself is valid through December 2029.
+VALUE_EXPIRY = "20270220"
+
+
+def issue(purchase: int, **kw: object) -> Request:
+    """A campaign issue: field 4 is the qualifying purchase."""
+    return req("activate", purchase, overrides=ISSUE, **kw)  # type: ignore[arg-type]
+
+
+def camp_ctx(
+    prod: Product = CAMP,
+    state: CardState = ISSUED,
+    ledger: int = 0,
+    *,
+    value_expiry: str = VALUE_EXPIRY,
+    expiry: str = "2912",
+    store: Store = STORE,
+) -> Context:
+    """A campaign card: produced (issued), or issued at S0001 (any other state)."""
+    c = card(state, expiry)
+    if state is not ISSUED:
+        c = replace_card(c, value_expiry)
+    return Context(NOW_MS, SKEW_MS_MAX, TERMINAL, store, CardContext(c, prod, ledger, 0))
+
+
+def replace_card(c: Card, value_expiry: str) -> Card:
+    campaign = CampaignIssue(
+        issue_seq=1,
+        store_id="S0001",
+        terminal_id="T0000001",
+        value_expiry=value_expiry,
+        code_verifier=b"v" * 16,
+    )
+    return msgspec.structs.replace(c, product="CAMP", campaign=campaign)
+
+
+def issued(
+    value: int,
+    purchase: int,
+    *,
+    state: CardState = AWAITING,
+    expiry: str = VALUE_EXPIRY,
+    code: bool = True,
+) -> Decision:
+    return replace(
+        ok("issue", purchase, value, postings=credit(value), state=state),
+        loaded_minor=value,
+        value_expiry=expiry,
+        activation_code=code,
+    )
+
+
+def issue_original(purchase: int = 100_000) -> dict[str, str]:
+    return dict(original("activate", purchase), **ISSUE)
+
+
+def issue_record(purchase: int = 100_000, value: int = 30_000) -> DupRecord:
+    return replace_record(record("issue", "920000", purchase, purchase), value)
+
+
+def replace_record(r: DupRecord, value: int) -> DupRecord:
+    return msgspec.structs.replace(r, issue=IssueAnswer(loaded_minor=value, code_salt=b"s" * 16))
+
+
+OTHER_CHAIN_STORE = Store(id="S0001", name="City", chain="OTHER")
+
+# fmt: off
+RULES += [
+    # -- the value: purchase x share_bp / 10 000, rounded down, capped ---------------------------
+    pytest.param(issue(100_000), camp_ctx(), issued(30_000, 100_000),
+                 id="issue-30pct-of-1000-loads-300-awaiting-activation"),
+    pytest.param(issue(33_333), camp_ctx(), issued(9_999, 33_333),
+                 id="issue-rounds-down-to-the-minor-unit"),
+    pytest.param(issue(10_000), camp_ctx(), issued(3_000, 10_000),
+                 id="issue-at-min-purchase"),
+    pytest.param(issue(200_000), camp_ctx(), issued(50_000, 200_000),
+                 id="issue-capped-at-max-value"),
+    pytest.param(issue(9_999), camp_ctx(), Decision("13", "issue"),
+                 id="issue-below-min-purchase-13"),
+    pytest.param(issue(3), camp_ctx(prod=campaign_product(min_purchase_minor=0)),
+                 Decision("13", "issue"), id="issue-worth-nothing-13"),
+    pytest.param(issue(100_000), camp_ctx(prod=campaign_product(online_activation=False)),
+                 issued(30_000, 100_000, state=ACTIVE, code=False),
+                 id="issue-without-online-activation-active-at-once"),
+    # -- value expiry: days from the issue, or a fixed day, never past the card's month ------
+    pytest.param(issue(100_000),
+                 camp_ctx(prod=campaign_product(expiry_days=0, expiry_date="20261231")),
+                 issued(30_000, 100_000, expiry="20261231"), id="issue-fixed-expiry-date"),
+    pytest.param(issue(100_000), camp_ctx(expiry="2612"),
+                 issued(30_000, 100_000, expiry="20261231"),
+                 id="issue-value-expiry-capped-by-card-expiry"),
+    pytest.param(issue(100_000),
+                 camp_ctx(prod=campaign_product(expiry_days=0, expiry_date="20261121")),
+                 Decision("57", "issue"), id="issue-campaign-date-passed-57"),
+    pytest.param(req("redeem", 1_000), camp_ctx(state=ACTIVE, ledger=30_000,
+                                                 value_expiry="20261121"),
+                 Decision("54", "redeem"), id="redeem-campaign-value-expired-54"),
+    pytest.param(req("redeem", 1_000), camp_ctx(state=ACTIVE, ledger=30_000,
+                                                 value_expiry="20261122"),
+                 ok("redeem", 1_000, 29_000, postings=debit(1_000)),
+                 id="redeem-campaign-value-valid-through-its-day"),
+    # -- scopes: issue scope for 92, redeem scope for everything else (empty: the chain) -----
+    pytest.param(issue(100_000), camp_ctx(prod=campaign_product(issue_stores=("S0002",))),
+                 Decision("58", "issue"), id="issue-outside-issue-scope-58"),
+    pytest.param(issue(100_000),
+                 camp_ctx(prod=campaign_product(chain="OTHER", issue_chains=("ACME",),
+                                                redeem_chains=("OTHER",))),
+                 issued(30_000, 100_000), id="issue-scope-another-chain-00"),
+    pytest.param(issue(100_000), camp_ctx(prod=campaign_product(chain="OTHER")),
+                 Decision("58", "issue"), id="issue-empty-scope-is-the-chain-58"),
+    pytest.param(req("redeem", 1_000),
+                 camp_ctx(prod=campaign_product(redeem_stores=("S0002",)), state=ACTIVE,
+                          ledger=30_000),
+                 Decision("58", "redeem"), id="redeem-outside-redeem-scope-58"),
+    pytest.param(req("redeem", 1_000),
+                 camp_ctx(prod=campaign_product(redeem_chains=("OTHER",)), state=ACTIVE,
+                          ledger=30_000, store=OTHER_CHAIN_STORE),
+                 ok("redeem", 1_000, 29_000, postings=debit(1_000)),
+                 id="redeem-scope-another-chain-00"),
+    # -- kinds and states ----------------------------------------------------------------------
+    pytest.param(issue(100_000), ctx(state=ISSUED, ledger=0), Decision("57", "issue"),
+                 id="issue-on-a-gift-card-57"),
+    pytest.param(req("activate", 10_000), camp_ctx(), Decision("57", "activate"),
+                 id="activate-72-on-a-campaign-card-57"),
+    pytest.param(issue(100_000), camp_ctx(state=AWAITING, ledger=30_000),
+                 Decision("57", "issue"), id="issue-twice-awaiting-activation-57"),
+    pytest.param(issue(100_000), camp_ctx(state=ACTIVE, ledger=30_000),
+                 Decision("57", "issue"), id="issue-twice-active-57"),
+    pytest.param(issue(100_000), camp_ctx(state=CardState.BLOCKED), Decision("62", "issue"),
+                 id="issue-blocked-62"),
+    pytest.param(issue(100_000), camp_ctx(expiry="2610"), Decision("54", "issue"),
+                 id="issue-expired-card-54"),
+    pytest.param(req("redeem", 1_000), camp_ctx(state=AWAITING, ledger=30_000),
+                 Decision("78", "redeem"), id="redeem-awaiting-activation-78"),
+    pytest.param(req("balance"), camp_ctx(state=AWAITING, ledger=30_000),
+                 Decision("78", "balance"), id="balance-awaiting-activation-78"),
+    pytest.param(req("redeem", 1_000), camp_ctx(state=ACTIVE, ledger=30_000),
+                 ok("redeem", 1_000, 29_000, postings=debit(1_000)), id="redeem-activated-00"),
+    pytest.param(req("load", 1_000), camp_ctx(state=ACTIVE, ledger=30_000),
+                 Decision("57", "load"), id="load-campaign-card-57"),
+    # -- void (0400) within the issue's business day; 0420 always applies -----------------------
+    pytest.param(naming("reverse", issue_original()),
+                 knowing(camp_ctx(state=AWAITING, ledger=30_000), issue_record()),
+                 Decision("00", "reversal", postings=debit(30_000), card_state=ISSUED,
+                          original_reversed_minor=30_000, ledger_after_minor=0,
+                          available_after_minor=0),
+                 id="void-issue-removes-the-value-back-to-issued"),
+    pytest.param(naming("reverse", issue_original()),
+                 replace(knowing(camp_ctx(state=AWAITING, ledger=30_000), issue_record()),
+                         original_day_closed=True),
+                 Decision("12", "reversal"), id="void-issue-after-its-day-closed-12"),
+    pytest.param(naming("reverse-advice", issue_original()),
+                 replace(knowing(camp_ctx(state=AWAITING, ledger=30_000), issue_record()),
+                         original_day_closed=True),
+                 Decision("00", "reversal", postings=debit(30_000), card_state=ISSUED,
+                          original_reversed_minor=30_000, ledger_after_minor=0,
+                          available_after_minor=0),
+                 id="reversal-advice-of-issue-after-its-day-applies"),
+    pytest.param(naming("reverse", issue_original()),
+                 knowing(camp_ctx(state=ACTIVE, ledger=20_000), issue_record()),
+                 Decision("57", "reversal"), id="void-issue-value-spent-57"),
+    pytest.param(naming("reverse", issue_original(), final=50_000),
+                 knowing(camp_ctx(state=ACTIVE, ledger=30_000), issue_record()),
+                 Decision("00", "reversal", postings=debit(15_000),
+                          original_reversed_minor=15_000, ledger_after_minor=15_000,
+                          available_after_minor=15_000),
+                 id="void-issue-field95-keeps-the-final-purchases-value"),
+    pytest.param(naming("reverse", issue_original(), final=5_000),
+                 knowing(camp_ctx(state=ACTIVE, ledger=30_000), issue_record()),
+                 Decision("00", "reversal", postings=debit(30_000), card_state=ISSUED,
+                          original_reversed_minor=30_000, ledger_after_minor=0,
+                          available_after_minor=0),
+                 id="void-issue-final-purchase-below-minimum-removes-all"),
+]
+# fmt: on
+
+
 # -- reconciliation (0500): the terminal's totals against the host's open batch ----------------
 
 BATCH = Totals(
@@ -687,6 +871,8 @@ ENTRIES = [
                  entry("credits", 10_000), id="activation-credit"),
     pytest.param(req("load", 2_000), ctx(), entry("credits", 2_000), id="load-credit"),
     pytest.param(req("refund", 100), ctx(), entry("credits", 100), id="refund-credit"),
+    pytest.param(issue(100_000), camp_ctx(), entry("credits", 30_000),
+                 id="campaign-issue-credit-of-the-value-not-the-purchase"),
     pytest.param(naming("reverse", original("redeem", 1_000)), knowing(ctx(), REDEEMED),
                  entry("debit_reversals", 1_000), id="reversal-of-a-redeem-debit-reversal"),
     pytest.param(naming("reverse", original("redeem", 1_000), final=600),

@@ -119,12 +119,13 @@ def _snapshot(host: InProcessHost) -> dict[str, dict[bytes, bytes]]:
     """Every record of every database, read through the running host's own environment."""
     env = host.host.store.env
     snap: dict[str, dict[bytes, bytes]] = {}
+    # One read transaction: open_db without one takes LMDB's write lock while holding the GIL,
+    # which deadlocks against the host's writer thread inside a write transaction.
     with env.begin() as txn:
         names = [k for k, _ in txn.cursor()]
-    for name in names:
-        db = env.open_db(name, create=False)
-        with env.begin(db=db) as txn:
-            snap[name.decode()] = dict(txn.cursor())
+        for name in names:
+            db = env.open_db(name, txn=txn, create=False)
+            snap[name.decode()] = dict(txn.cursor(db=db))
     return snap
 
 
