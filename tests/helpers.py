@@ -14,6 +14,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
@@ -26,9 +27,11 @@ from authsrv.app import Host, init_store, open_host, open_keys
 from authsrv.config import load_config
 from authsrv.logs import configure_logging
 from authsrv.model import Product, Store, Terminal
+from authsrv.processor import Processor
 from authsrv.server import Server
 from protocol.dialect import HOUSE_ASCII
 from protocol.framing import encode_frame
+from protocol.messages import encode_message
 from simulators.terminal import TerminalConnection
 
 CHAIN = "ACME"
@@ -357,3 +360,27 @@ class InProcessHost:
 
     async def connect(self) -> TerminalConnection:
         return await TerminalConnection.open("127.0.0.1", self.port)
+
+
+@dataclass
+class ManualClock:
+    """A host clock that a test moves (the processor takes time as an input)."""
+
+    now_ms: int = 0
+
+    def __call__(self) -> int:
+        return self.now_ms
+
+    def at(self) -> datetime:
+        return datetime.fromtimestamp(self.now_ms / 1000, tz=UTC)
+
+
+def exchange_in_process(proc: Processor, fields: Mapping[str, str]) -> dict[str, str]:
+    """One request through an in-process processor (prepare, a batch of one, respond): the
+    answer's fields, as a terminal would decode them."""
+    pending = proc.prepare(encode_message(dict(fields)))
+    if pending.needs_writer:
+        pending.outcome = proc.process_batch([pending])[0]
+        pending.done.set()
+    answer, _ = iso8583.decode(proc.respond(pending), HOUSE_ASCII)
+    return dict(answer)

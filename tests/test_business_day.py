@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-import iso8583
 import msgspec
 import pytest
 
@@ -24,8 +23,6 @@ from authsrv.metrics import Metrics
 from authsrv.model import CardState, card_account
 from authsrv.processor import Processor
 from authsrv.store import LedgerStore, check_ledger
-from protocol.dialect import HOUSE_ASCII
-from protocol.messages import encode_message
 from settlement.clearing import read_clearing_file, verify_clearing_file
 from settlement.day import (
     DayClock,
@@ -37,7 +34,7 @@ from settlement.day import (
 )
 from settlement.ledger import clearing_records, days_without_files, write_day_files
 from simulators.terminal import build_request
-from tests.helpers import provision
+from tests.helpers import ManualClock, exchange_in_process, provision
 
 OSLO = DayClock.of("04:00", "Europe/Oslo")
 # 2026-11-22 12:00 Oslo (UTC+1): business day 20261122 runs 04:00 to 04:00 the next day.
@@ -84,15 +81,7 @@ def test_start_and_daylight_saving() -> None:
 # -- the host ---------------------------------------------------------------------------------
 
 
-@dataclass
-class Clock:
-    now_ms: int = NOON_MS
-
-    def __call__(self) -> int:
-        return self.now_ms
-
-    def at(self) -> datetime:
-        return datetime.fromtimestamp(self.now_ms / 1000, tz=UTC)
+Clock = ManualClock
 
 
 @dataclass
@@ -120,13 +109,8 @@ class Host:
         return self.exchange(fields)
 
     def exchange(self, fields: dict[str, str]) -> dict[str, str]:
-        pending = self.proc.prepare(encode_message(fields))
-        if pending.needs_writer:
-            pending.outcome = self.proc.process_batch([pending])[0]
-            pending.done.set()
         self.last_request = fields
-        answer, _ = iso8583.decode(self.proc.respond(pending), HOUSE_ASCII)
-        return dict(answer)
+        return exchange_in_process(self.proc, fields)
 
     def days(self) -> list[object]:
         with self.store.read() as led:

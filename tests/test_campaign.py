@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-import iso8583
 import msgspec
 import pytest
 
@@ -37,15 +36,21 @@ from authsrv.processor import Processor
 from authsrv.store import LedgerStore, check_ledger
 from keys import KeyStoreError
 from keys.keystore import ACTIVATION, ACTIVATION_CODE_ALPHABET, ACTIVATION_SALT_LEN
-from protocol.dialect import HOUSE_ASCII
-from protocol.messages import encode_message
 from protocol.tlv import decode_tlv
 from settlement.day import DayClock, DayIndex, current_open_day
 from settlement.ledger import clearing_records, write_day_files
 from settlement.net import build_net_report
 from settlement.reports import activity_report, summary_report
 from simulators.terminal import build_request
-from tests.helpers import campaign_product, provision, read_pans, run_cli, scan_for
+from tests.helpers import (
+    ManualClock,
+    campaign_product,
+    exchange_in_process,
+    provision,
+    read_pans,
+    run_cli,
+    scan_for,
+)
 
 OSLO = DayClock.of("04:00", "Europe/Oslo")
 HOUR_MS = 3_600_000
@@ -60,15 +65,7 @@ VALUE_EXPIRY = "20270220"  # issued on 2026-11-22 (UTC), valid 90 days
 CODE = re.compile(f"[{ACTIVATION_CODE_ALPHABET}]{{8}}")
 
 
-@dataclass
-class Clock:
-    now_ms: int = 0
-
-    def __call__(self) -> int:
-        return self.now_ms
-
-    def at(self) -> datetime:
-        return datetime.fromtimestamp(self.now_ms / 1000, tz=UTC)
+Clock = ManualClock
 
 
 @dataclass
@@ -108,13 +105,8 @@ class Host:
         return self.send("activate", pan, purchase, at=at, overrides=ISSUE)
 
     def exchange(self, fields: dict[str, str]) -> dict[str, str]:
-        pending = self.proc.prepare(encode_message(fields))
-        if pending.needs_writer:
-            pending.outcome = self.proc.process_batch([pending])[0]
-            pending.done.set()
         self.requests.append(fields)
-        answer, _ = iso8583.decode(self.proc.respond(pending), HOUSE_ASCII)
-        return dict(answer)
+        return exchange_in_process(self.proc, fields)
 
     def card(self, pan: str) -> Card:
         with self.store.read() as led:

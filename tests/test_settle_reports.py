@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-import iso8583
 import msgspec
 import pytest
 
@@ -34,8 +33,6 @@ from authsrv.metrics import Metrics
 from authsrv.model import BusinessDay, CardState, card_account
 from authsrv.processor import Processor
 from authsrv.store import LedgerStore, check_ledger
-from protocol.dialect import HOUSE_ASCII
-from protocol.messages import encode_message
 from settlement.day import DayClock, DayError, current_open_day
 from settlement.expiry import EXPIRY_OP, expire_all, expire_cards
 from settlement.ledger import clearing_records
@@ -48,7 +45,7 @@ from settlement.reports import (
     summary_report,
 )
 from simulators.terminal import build_request
-from tests.helpers import campaign_product, provision, read_pans
+from tests.helpers import ManualClock, campaign_product, exchange_in_process, provision, read_pans
 
 OSLO = DayClock.of("04:00", "Europe/Oslo")
 HOUR_MS = 3_600_000
@@ -65,15 +62,7 @@ def _ms(year: int, month: int, day: int) -> int:
     return int(datetime(year, month, day, tzinfo=UTC).timestamp() * 1000)
 
 
-@dataclass
-class Clock:
-    now_ms: int = 0
-
-    def __call__(self) -> int:
-        return self.now_ms
-
-    def at(self) -> datetime:
-        return datetime.fromtimestamp(self.now_ms / 1000, tz=UTC)
+Clock = ManualClock
 
 
 @dataclass
@@ -113,13 +102,8 @@ class Host:
             now=self.clock.at(),
             **kw,  # type: ignore[arg-type]
         )
-        pending = self.proc.prepare(encode_message(fields))
-        if pending.needs_writer:
-            pending.outcome = self.proc.process_batch([pending])[0]
-            pending.done.set()
         self.requests.append(fields)
-        answer, _ = iso8583.decode(self.proc.respond(pending), HOUSE_ASCII)
-        return dict(answer)
+        return exchange_in_process(self.proc, fields)
 
     def ok(
         self,

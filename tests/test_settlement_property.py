@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-import iso8583
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -39,14 +38,12 @@ from authsrv.model import BusinessDay
 from authsrv.processor import Processor
 from authsrv.store import LedgerStore, check_ledger
 from protocol.clearing import CurrencyTotals
-from protocol.dialect import HOUSE_ASCII
-from protocol.messages import encode_message
 from settlement.clearing import ClearingFileError, verify_clearing_file
 from settlement.day import DayClock, DayIndex, current_open_day, next_day
 from settlement.ledger import clearing_records, write_day_files
 from settlement.net import build_net_report
 from simulators.terminal import build_request
-from tests.helpers import provision
+from tests.helpers import exchange_in_process, provision
 
 CLOCK = DayClock.of("00:00", "UTC")
 START_MS = int(datetime(2026, 11, 22, 9, 0, tzinfo=UTC).timestamp() * 1000)
@@ -103,13 +100,8 @@ class Run:
         return self.now_ms
 
     def exchange(self, fields: dict[str, str]) -> dict[str, str]:
-        pending = self.proc.prepare(encode_message(fields))
-        if pending.needs_writer:
-            pending.outcome = self.proc.process_batch([pending])[0]
-            pending.done.set()
-        answer, _ = iso8583.decode(self.proc.respond(pending), HOUSE_ASCII)
         self.answers += 1
-        return dict(answer)
+        return exchange_in_process(self.proc, fields)
 
     def play(self, op: str, a: int, b: int) -> None:
         self.now_ms += 1000
