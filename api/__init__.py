@@ -2,6 +2,8 @@
 holders, on hypercorn's trio worker and Starlette, beside the terminal server or alone.
 
 - :mod:`api.operations` every operation as data (roles, parameters, bodies, answers);
+- :mod:`api.cards`, :mod:`api.refdata`, :mod:`api.reports`, :mod:`api.shop` (the web shop's
+  gift-card loads), :mod:`api.selfservice` (card holders, online activation): the handlers;
 - :mod:`api.app` the ASGI app: limits, keys, roles, rate limits, validation, errors;
 - :mod:`api.openapi` the OpenAPI document, generated from the operations;
 - :mod:`api.writer` how changes reach the store: the host's single writer, or a direct one;

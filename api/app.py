@@ -66,14 +66,22 @@ async def _http_error(_request: Request, exc: Exception) -> Response:
     return _json_response(
         Reply(
             exc.status_code,
-            ErrorAnswer(ErrorDetail(code=code, message=str(exc.detail))),
+            ErrorAnswer(ErrorDetail(code=code, message=str(exc.detail), field=None)),
             headers=dict(exc.headers or {}),  # Allow, on a 405
         )
     )
 
 
 def _error_reply(exc: ApiError) -> Reply:
-    body = ErrorAnswer(ErrorDetail(code=exc.code, message=exc.message, field=exc.field))
+    body = ErrorAnswer(
+        ErrorDetail(
+            code=exc.code,
+            message=exc.message,
+            field=exc.field,
+            rc=exc.rc,
+            tries_left=exc.tries_left,
+        )
+    )
     return Reply(exc.status, body, headers=exc.headers)
 
 

@@ -17,6 +17,9 @@ close     any state but closed, with nothing on the card (no balance,  closed
 ========  ===========================================================  ==========
 
 At a terminal a blocked or closed card answers 62, a lost one 41, a stolen one 43.
+
+A clawback (:func:`authsrv.campaign.clawback`) takes a campaign card's unspent value back to
+the store that issued it, exactly once per request id, audited in its own transaction.
 """
 
 from __future__ import annotations
@@ -30,13 +33,22 @@ import msgspec
 
 from api.errors import ApiError, conflict, invalid, not_found
 from api.routing import Call, Reply
-from api.schemas import CardChanged, CardStateChange, ExpiryChange, IssueAnswer, IssueRequest
+from api.schemas import (
+    CardChanged,
+    CardStateChange,
+    ClawbackAnswer,
+    ClawbackRequest,
+    ExpiryChange,
+    IssueAnswer,
+    IssueRequest,
+)
 from api.views import card_detail
 from authsrv.admin import AdminError, issue_cards_into
+from authsrv.campaign import CampaignError, ClawbackResult, ClawbackStatus, clawback
 from authsrv.model import Card, CardState, card_account
 from authsrv.store import Ledger
 
-__all__ = ["TRANSITIONS", "change_expiry", "change_state", "get_card", "issue"]
+__all__ = ["TRANSITIONS", "change_expiry", "change_state", "claw_back", "get_card", "issue"]
 
 S = CardState
 _LIVE = frozenset({S.ISSUED, S.ACTIVE, S.AWAITING_ACTIVATION, S.BLOCKED})
@@ -222,3 +234,66 @@ async def issue(call: Call) -> Reply:
         raise
     ctx.log.info("cards_issued", product=body.product, count=answer.count, file=answer.file)
     return Reply(201, answer)
+
+
+# What a clawback that moved nothing answers (409: the card's state does not allow it).
+_CLAWBACK_CONFLICTS = {
+    ClawbackStatus.CONFLICT: "request_id {rid} was used for another clawback; nothing moved",
+    ClawbackStatus.NOT_CAMPAIGN: "card {card} is not a campaign card",
+    ClawbackStatus.NOT_ISSUED: "card {card} holds no issued campaign value (never issued, voided)",
+    ClawbackStatus.NOTHING_LEFT: "card {card} has no unspent value left",
+    ClawbackStatus.EXCEEDS: "card {card} has only {available} (minor units) unspent",
+}
+
+
+async def claw_back(call: Call) -> Reply:
+    """Exactly once per request id: the same id again answers the first outcome (replayed)
+    and moves nothing; refusals keep nothing and may be sent again."""
+    ctx = call.ctx
+    body: ClawbackRequest = call.body
+    _ascii(body.reason, "reason")
+    card_id: int = call.params["card_id"]
+    amount = None if body.amount_minor == "all" else body.amount_minor
+    now_ms = ctx.clock_ms()
+
+    def job(led: Ledger) -> tuple[ClawbackResult, Card | None]:
+        try:
+            result = clawback(
+                led, card_id, amount, body.reason, call.actor, now_ms, request_id=body.request_id
+            )
+        except CampaignError as exc:
+            raise invalid(str(exc)) from None
+        return result, led.card(card_id)
+
+    result, card = await ctx.writer.write(job)
+    if result.status is ClawbackStatus.UNKNOWN_CARD or card is None:
+        raise not_found(f"no card {card_id}")
+    if result.status not in (ClawbackStatus.CLAWED_BACK, ClawbackStatus.REPLAYED):
+        text = _CLAWBACK_CONFLICTS[result.status].format(
+            rid=body.request_id, card=card_id, available=result.available_minor
+        )
+        raise conflict(text, "request_id" if result.status is ClawbackStatus.CONFLICT else None)
+    issue = card.campaign
+    ctx.log.info(
+        "clawback",
+        card_id=card_id,
+        card=card.masked,
+        amount_minor=result.amount_minor,
+        replayed=result.status is ClawbackStatus.REPLAYED,
+    )
+    return Reply(
+        200,
+        ClawbackAnswer(
+            card_id=card.id,
+            card=card.masked,
+            state=card.state.value,
+            request_id=body.request_id,
+            amount_minor=result.amount_minor,
+            currency=result.currency,
+            store_id=issue.store_id if issue is not None else "",
+            transfer_seq=result.transfer_seq,
+            audit_seq=result.audit_seq,
+            card_closed=result.card_closed,
+            replayed=result.status is ClawbackStatus.REPLAYED,
+        ),
+    )

@@ -1,5 +1,6 @@
 """What every request handler may use: the configuration, the store, the key store, the
-writer, the rate limits and the limits on concurrent work.
+writer, the processor (web-shop loads go through its engine), the rate limits and the limits
+on concurrent work.
 
 Resource handling: owns nothing that needs closing; the store and the key store belong to the
 caller (``authsrv api`` or the host).
@@ -19,6 +20,7 @@ from api.ratelimit import TokenBuckets
 from api.writer import Writer
 from authsrv.config import Config
 from authsrv.metrics import Metrics
+from authsrv.processor import Processor
 from authsrv.store import LedgerStore
 from keys import KeyStore
 
@@ -45,6 +47,8 @@ class ApiContext:
     store: LedgerStore
     keys: KeyStore
     writer: Writer
+    # Decides web-shop loads inside writer jobs (the host's own processor inside `serve`).
+    processor: Processor
     metrics: Metrics
     log: Any
     client_buckets: TokenBuckets
@@ -65,6 +69,7 @@ def api_context(
     store: LedgerStore,
     keys: KeyStore,
     writer: Writer,
+    processor: Processor,
     metrics: Metrics,
     log: Any,
     *,
@@ -76,6 +81,7 @@ def api_context(
         store=store,
         keys=keys,
         writer=writer,
+        processor=processor,
         metrics=metrics,
         log=log,
         client_buckets=TokenBuckets(

@@ -1,8 +1,10 @@
 """Answers that are not a success: one JSON shape, a status code, a stable code and one line.
 
 Every error answer is ``{"error": {"code": ..., "message": ..., "field": ...}}``; ``field``
-names the body field or parameter at fault (null when none is). Messages never hold a card
-number, a token or a card holder's data.
+names the body field or parameter at fault (null when none is). Two operations add a member:
+``rc`` (a declined web-shop load: the host's response code) and ``tries_left`` (a wrong
+activation code: wrong codes still allowed before the lock). Messages never hold a card
+number, a code, a token or a card holder's data.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ class ApiError(Exception):
         *,
         field: str | None = None,
         headers: Mapping[str, str] | None = None,
+        rc: str | None = None,
+        tries_left: int | None = None,
     ) -> None:
         super().__init__(message)
         assert 400 <= status <= 599, status
@@ -32,6 +36,8 @@ class ApiError(Exception):
         self.message = message
         self.field = field
         self.headers = dict(headers or {})
+        self.rc = rc  # a web-shop load the host declined: its response code (DESIGN §3)
+        self.tries_left = tries_left  # a wrong activation code: tries before the lock
 
 
 def bad_request(message: str) -> ApiError:

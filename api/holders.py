@@ -1,10 +1,11 @@
 """Card holders' data (the ``holders`` database, card id -> :class:`CardHolder`).
 
-Online activation (a later endpoint) records who activated a card: mobile, e-mail, consents,
-interests. The self-service endpoints show a card to whoever gives its number and that mobile,
-or the card token issued to its holder. ``authsrv holders export`` gives a person everything
-kept about them (GDPR access), ``authsrv holders delete`` removes it (erasure) and leaves only
-an audit entry that it happened (no personal data in it).
+Online activation (``POST /v1/self/activate``) records who activated a card: mobile, e-mail,
+consents, interests, and issues the holder a card token. The self-service endpoints show a
+card to whoever gives its number and that mobile, or the card token issued to its holder.
+``authsrv holders export`` gives a person everything kept about them (GDPR access),
+``authsrv holders delete`` removes it (erasure) and leaves only an audit entry that it
+happened (no personal data in it).
 
 The record holds no card data: the card is named by its id; exports show the masked number.
 Looking holders up by mobile scans the database (an export is rare; an index would be a second
@@ -17,6 +18,7 @@ import hashlib
 import hmac
 import re
 import secrets
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,7 +29,9 @@ from authsrv.store import Ledger
 
 __all__ = [
     "CARD_TOKEN_PREFIX",
+    "HolderData",
     "HolderError",
+    "check_holder",
     "delete_holders",
     "export_record",
     "holder_by_token",
@@ -51,7 +55,12 @@ _EMAIL = re.compile(r"[^@\s]{1,64}@[^@\s]{1,189}")
 
 
 class HolderError(ValueError):
-    """Holder data that cannot be recorded as given; one line naming the field."""
+    """Holder data that cannot be recorded as given; one line naming the field (``field``:
+    the field's name, when it is one)."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 def normalize_mobile(text: str) -> str | None:
@@ -69,9 +78,40 @@ def normalize_mobile(text: str) -> str | None:
 def _tags(name: str, values: tuple[str, ...]) -> tuple[str, ...]:
     if len(values) > TAGS_MAX or not all(_TAG.fullmatch(v) for v in values):
         raise HolderError(
-            f"{name}: at most {TAGS_MAX} names of 1-{TAG_LEN_MAX} characters a-z, 0-9, _ . -"
+            f"{name}: at most {TAGS_MAX} names of 1-{TAG_LEN_MAX} characters a-z, 0-9, _ . -",
+            name,
         )
     return tuple(sorted(set(values)))
+
+
+@dataclass(frozen=True, slots=True)
+class HolderData:
+    """A holder's data as it will be recorded: checked and normalized."""
+
+    mobile: str  # E.164
+    email: str
+    consents: tuple[str, ...]
+    interests: tuple[str, ...]
+
+
+def check_holder(
+    *,
+    mobile: str,
+    email: str = "",
+    consents: tuple[str, ...] = (),
+    interests: tuple[str, ...] = (),
+) -> HolderData:
+    """The holder data :func:`put_holder` records, checked without a transaction (so that an
+    online activation refuses bad data before it looks at the card or the code).
+
+    Error handling: :class:`HolderError` naming the field.
+    """
+    normal = normalize_mobile(mobile)
+    if normal is None:
+        raise HolderError("mobile: give an international number, e.g. +4791234567", "mobile")
+    if email and not (len(email) <= EMAIL_LEN_MAX and _EMAIL.fullmatch(email)):
+        raise HolderError("email: give one address, e.g. name@example.com", "email")
+    return HolderData(normal, email, _tags("consents", consents), _tags("interests", interests))
 
 
 def put_holder(
@@ -91,18 +131,14 @@ def put_holder(
     """
     if led.card(card_id) is None:
         raise HolderError(f"card {card_id} does not exist")
-    normal = normalize_mobile(mobile)
-    if normal is None:
-        raise HolderError("mobile: give an international number, e.g. +4791234567")
-    if email and not (len(email) <= EMAIL_LEN_MAX and _EMAIL.fullmatch(email)):
-        raise HolderError("email: give one address, e.g. name@example.com")
+    data = check_holder(mobile=mobile, email=email, consents=consents, interests=interests)
     old = led.holder(card_id)
     holder = CardHolder(
         card_id=card_id,
-        mobile=normal,
-        email=email,
-        consents=_tags("consents", consents),
-        interests=_tags("interests", interests),
+        mobile=data.mobile,
+        email=data.email,
+        consents=data.consents,
+        interests=data.interests,
         created_ms=old.created_ms if old is not None else now_ms,
         updated_ms=now_ms,
         token_hash=old.token_hash if old is not None else b"",
@@ -154,7 +190,7 @@ def mobile_matches(holder: CardHolder, mobile: str) -> bool:
 def holders_of_mobile(led: Ledger, mobile: str) -> list[CardHolder]:
     normal = normalize_mobile(mobile)
     if normal is None:
-        raise HolderError("mobile: give an international number, e.g. +4791234567")
+        raise HolderError("mobile: give an international number, e.g. +4791234567", "mobile")
     return [h for h in led.holders() if h.mobile == normal]
 
 

@@ -1,6 +1,7 @@
 """Every operation of the API, in the order the OpenAPI document lists them (a spec as data:
 read it top to bottom). Roles, parameters, bodies and answers are declared here; the handlers
-are in :mod:`api.cards`, :mod:`api.refdata`, :mod:`api.reports`, :mod:`api.selfservice`.
+are in :mod:`api.cards`, :mod:`api.refdata`, :mod:`api.reports`, :mod:`api.shop`,
+:mod:`api.selfservice`.
 """
 
 from __future__ import annotations
@@ -9,13 +10,17 @@ from typing import Annotated, Literal
 
 from msgspec import Meta
 
-from api import cards, refdata, reports, selfservice
+from api import cards, refdata, reports, selfservice, shop
 from api.routing import ALL_ROLES, CSV, OCTETS, Answer, Operation, Param
 from api.schemas import (
+    ActivationAnswer,
+    ActivationRequest,
     AuditPage,
     CardChanged,
     CardDetail,
     CardStateChange,
+    ClawbackAnswer,
+    ClawbackRequest,
     Day,
     ExpiryChange,
     IssueAnswer,
@@ -28,6 +33,8 @@ from api.schemas import (
     ProductOut,
     SelfCard,
     SelfCardRequest,
+    ShopLoadAnswer,
+    ShopLoadRequest,
     StoreCreate,
     StoreList,
     StoreOut,
@@ -43,6 +50,7 @@ __all__ = ["OPERATIONS"]
 
 BACKOFFICE = frozenset({ApiRole.BACKOFFICE})
 STORES = frozenset({ApiRole.BACKOFFICE, ApiRole.STORE})
+STORE_ONLY = frozenset({ApiRole.STORE})  # bound to one store: the web shop's
 SELF = frozenset({ApiRole.SELFSERVICE})
 
 CardId = Annotated[int, Meta(ge=1, le=2**53, description="the card's internal id")]
@@ -137,6 +145,34 @@ OPERATIONS: tuple[Operation, ...] = (
             201: Answer("The cards were issued.", IssueAnswer),
             404: Answer("No such product."),
             409: Answer("The product's card range has no free numbers left."),
+        },
+    ),
+    Operation(
+        id="clawBackCard",
+        method="POST",
+        path="/v1/cards/{card_id}/clawback",
+        summary="Take a campaign card's unspent value back to its issuing store (audited)",
+        description=(
+            'amount_minor, or "all" of the unspent (available) value, goes back to the '
+            "settlement account of the store that issued the card; a card left with nothing is "
+            "closed. Exactly once per request_id: the same id again answers the first outcome "
+            "(replayed=true) and moves nothing; the same id for another card or amount is 409. "
+            "Refusals keep nothing."
+        ),
+        tag="cards",
+        roles=BACKOFFICE,
+        handler=cards.claw_back,
+        params=(_CARD,),
+        body=ClawbackRequest,
+        answers={
+            200: Answer(
+                "What was taken back (or, replayed, what was taken back then).", ClawbackAnswer
+            ),
+            404: _card_missing(),
+            409: Answer(
+                "Not a campaign card, no issued value, nothing left, more than is left, or "
+                "the request_id was used for another clawback."
+            ),
         },
     ),
     # -- stores ----------------------------------------------------------------------------------
@@ -363,6 +399,38 @@ OPERATIONS: tuple[Operation, ...] = (
             404: Answer("No such closed day."),
         },
     ),
+    # -- the web shop (a store key) --------------------------------------------------------------
+    Operation(
+        id="createShopLoad",
+        method="POST",
+        path="/v1/shop/loads",
+        summary="Sell a gift card with its first value, or load one, paid in the web shop",
+        description=(
+            "Decided by the host's engine as the 0200 a terminal of the key's store would send "
+            "(activate: processing code 72, load: 21): the product's limits, the card's state "
+            "and scopes apply. terminal_id names the web shop's terminal, one of the key's "
+            "store's (active, no sign-on). Exactly once per store and payment_ref: the same "
+            "body again answers the first answer (replayed=true) and moves nothing; another "
+            "body with that payment_ref is 409."
+        ),
+        tag="shop",
+        roles=STORE_ONLY,
+        handler=shop.shop_load,
+        body=ShopLoadRequest,
+        answers={
+            200: Answer("The card was sold or loaded.", ShopLoadAnswer),
+            404: Answer("No card with that number."),
+            409: Answer(
+                "terminal_id is not an active terminal of the key's store (or needs a "
+                "sign-on), the store is inactive, or payment_ref was used for another request."
+            ),
+            422: Answer(
+                "A field is wrong (`field` names it), or the host declined: code `declined`, "
+                "`rc` the response code (e.g. 61 over the product's limit, 57 not permitted "
+                "for the card), the message its reason."
+            ),
+        },
+    ),
     # -- the audit log ---------------------------------------------------------------------------
     Operation(
         id="listAudit",
@@ -409,6 +477,36 @@ OPERATIONS: tuple[Operation, ...] = (
         answers={
             200: Answer("The card.", SelfCard),
             404: Answer("No card matches what was given."),
+        },
+    ),
+    Operation(
+        id="activateCard",
+        method="POST",
+        path="/v1/self/activate",
+        summary="Activate a campaign card online with the code on its receipt (rate-limited)",
+        description=(
+            "Records the holder (mobile, e-mail, consents, interests) and answers a card token "
+            "for POST /v1/self/card. Rate-limited per client (key and address) before the "
+            "body is read, and per card (a keyed hash of the number) before anything is looked "
+            "up. An unknown number, a bad check digit and a card that is not a campaign card "
+            "awaiting online activation answer the same 404. A wrong code counts on the card "
+            "(422 with tries_left); the campaign.activation_tries_max-th locks online "
+            "activation (423, also for the right code, until the back office unlocks it)."
+        ),
+        tag="self-service",
+        roles=SELF,
+        handler=selfservice.activate,
+        body=ActivationRequest,
+        self_service=True,
+        answers={
+            200: Answer("The card is active; its token (shown this once).", ActivationAnswer),
+            404: Answer("No campaign card with that number awaits online activation."),
+            409: Answer("The card is not awaiting online activation, or it has expired."),
+            422: Answer(
+                "A field is wrong (`field` names it), or the activation code is wrong: code "
+                "`wrong_code`, `tries_left` more wrong codes before the lock."
+            ),
+            423: Answer("Online activation of the card is locked (too many wrong codes)."),
         },
     ),
 )

@@ -14,11 +14,16 @@ from typing import Annotated, Literal
 from msgspec import Meta, Struct
 
 __all__ = [
+    "ActivationAnswer",
+    "ActivationConsents",
+    "ActivationRequest",
     "AuditEntryOut",
     "AuditPage",
     "CardChanged",
     "CardDetail",
     "CardStateChange",
+    "ClawbackAnswer",
+    "ClawbackRequest",
     "ErrorAnswer",
     "ErrorDetail",
     "ExpiryChange",
@@ -34,6 +39,8 @@ __all__ = [
     "SelfCard",
     "SelfCardRequest",
     "SelfHistoryRow",
+    "ShopLoadAnswer",
+    "ShopLoadRequest",
     "StoreCreate",
     "StoreList",
     "StoreOut",
@@ -46,6 +53,9 @@ __all__ = [
 
 ISSUE_COUNT_MAX = 1_000_000  # the schema's bound; api.issue_count_max is the one in force
 AMOUNT_MAX = 10**12  # 10 000 000 000.00 in a 2-decimal currency: more than any card holds
+FIELD4_MAX = 10**12 - 1  # what field 4 (n12) carries: web-shop loads go through the engine
+INTERESTS_MAX = 16  # interests a card holder gives at activation
+TAG_LEN_MAX = 40  # characters of one interest (api.holders.TAG_LEN_MAX)
 
 # Identifiers that appear in URL paths: a letter or digit first, no "/" or spaces.
 StoreId = Annotated[
@@ -91,6 +101,34 @@ Day = Annotated[
     Meta(pattern=r"^[0-9]{8}$", min_length=8, max_length=8, description="a business day YYYYMMDD"),
 ]
 Amount = Annotated[int, Meta(ge=0, le=AMOUNT_MAX, description="minor units")]
+CardNumber = Annotated[
+    str,
+    Meta(
+        pattern=r"^[0-9]{12,19}$",
+        min_length=12,
+        max_length=19,
+        description="the full card number (in requests only: answers mask it)",
+    ),
+]
+Currency = Annotated[
+    str,
+    Meta(
+        pattern=r"^[0-9]{3}$",
+        min_length=3,
+        max_length=3,
+        description="ISO 4217 numeric, e.g. 978 (the card's product's currency)",
+    ),
+]
+# Request ids and payment references: no "|" (they become parts of keys) and no spaces.
+RequestId = Annotated[
+    str,
+    Meta(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,63}$",
+        min_length=1,
+        max_length=64,
+        description="the caller's id of this request (1-64 of A-Z a-z 0-9 _ . : / -)",
+    ),
+]
 Names = Annotated[list[Chain], Meta(max_length=64)]
 CardStateName = Literal[
     "issued", "active", "awaiting_activation", "blocked", "lost", "stolen", "expired", "closed"
@@ -98,10 +136,14 @@ CardStateName = Literal[
 RoleName = Literal["backoffice", "store", "selfservice"]
 
 
-class ErrorDetail(Struct, kw_only=True):
+class ErrorDetail(Struct, kw_only=True, omit_defaults=True):
     code: str
     message: str
-    field: str | None = None
+    field: str | None  # the body field or parameter at fault (null: none)
+    # Only where they apply (left out otherwise): a declined web-shop load's response code
+    # (DESIGN §3), and how many more wrong activation codes lock the card's activation.
+    rc: str | None = None
+    tries_left: int | None = None
 
 
 class ErrorAnswer(Struct):
@@ -193,6 +235,29 @@ class IssueAnswer(Struct, kw_only=True):
     expiry: str
     file: str  # where the card numbers are (on the server, mode 0600)
     audit_seq: int
+
+
+class ClawbackRequest(Struct, kw_only=True, forbid_unknown_fields=True):
+    """Take unspent value of a campaign card back to the store that issued it, exactly once
+    per request_id (docs/products.md §6)."""
+
+    amount_minor: Annotated[int, Meta(ge=1, le=AMOUNT_MAX)] | Literal["all"]
+    reason: Reason
+    request_id: RequestId
+
+
+class ClawbackAnswer(Struct, kw_only=True):
+    card_id: int
+    card: str  # masked
+    state: CardStateName  # the card's state now (closed when nothing is left on it)
+    request_id: str
+    amount_minor: int  # what was taken back
+    currency: str
+    store_id: str  # the issuing store, whose settlement account got the value back
+    transfer_seq: int  # the clawback's journal transfer
+    audit_seq: int
+    card_closed: bool
+    replayed: bool  # this request id was done before: its outcome, nothing moved now
 
 
 # -- stores, terminals -------------------------------------------------------------------------
@@ -372,3 +437,77 @@ class SelfCard(Struct, kw_only=True):
     expiry: str  # YYMM
     value_expiry: str | None  # campaign cards: YYYYMMDD
     history: list[SelfHistoryRow]
+
+
+class ActivationConsents(Struct, kw_only=True, forbid_unknown_fields=True):
+    terms: bool  # the programme's terms accepted: must be true
+    marketing: bool = False  # offers by e-mail or text message
+
+
+Interest = Annotated[
+    str,
+    Meta(pattern=r"^[a-z0-9_.-]{1,40}$", min_length=1, max_length=TAG_LEN_MAX),
+]
+
+
+class ActivationRequest(Struct, kw_only=True, forbid_unknown_fields=True):
+    """Online activation of a campaign card with the code on its issue receipt; records the
+    holder (mobile, e-mail, consents, interests)."""
+
+    card_number: CardNumber
+    activation_code: Annotated[
+        str,
+        Meta(
+            min_length=1,
+            max_length=32,
+            description="the 8-character code on the receipt (any case; spaces and - ignored)",
+        ),
+    ]
+    mobile: Annotated[str, Meta(min_length=1, max_length=32, description="e.g. +4791234567")]
+    email: Annotated[str, Meta(min_length=1, max_length=254)] | None = None
+    consents: ActivationConsents
+    interests: Annotated[list[Interest], Meta(max_length=INTERESTS_MAX)] = []
+
+
+class ActivationAnswer(Struct, kw_only=True):
+    token: str  # the card token (ct_...), shown this once: POST /v1/self/card {"token": ...}
+    card: str  # masked
+    state: CardStateName
+    currency: str
+    balance_minor: int
+    available_minor: int
+    expiry: str  # YYMM
+    value_expiry: str | None  # YYYYMMDD: the campaign value's last day
+
+
+# -- the web shop (a store key) -------------------------------------------------------------------
+
+
+class ShopLoadRequest(Struct, kw_only=True, forbid_unknown_fields=True):
+    """Sell a gift card with its first value (activate) or load one, paid in the web shop.
+    Exactly once per payment_ref and store: the same body again replays the first answer."""
+
+    payment_ref: RequestId
+    terminal_id: TerminalId  # the web shop's terminal: one of the key's store's
+    operation: Literal["activate", "load"]
+    card_number: CardNumber
+    amount_minor: Annotated[int, Meta(ge=0, le=FIELD4_MAX, description="minor units")]
+    currency: Currency
+
+
+class ShopLoadAnswer(Struct, kw_only=True):
+    payment_ref: str
+    operation: Literal["activate", "load"]
+    store_id: str
+    terminal_id: str
+    card: str  # masked
+    rc: str  # the host's response code: 00
+    amount_minor: int  # what was put on the card
+    currency: str
+    balance_minor: int  # after the load
+    available_minor: int
+    expiry: str  # the card's expiry month YYMM
+    rrn: str
+    approval_code: str
+    transfer_seq: int
+    replayed: bool  # this payment_ref was done before: its answer, nothing moved now

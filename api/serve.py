@@ -205,7 +205,7 @@ def host_service(
 ) -> ApiService:
     """The API inside ``authsrv serve``: its writes go through ``server``'s writer loop."""
     writer = ServerWriter(server, wait_s=cfg.api.request_timeout_s)
-    return ApiService(api_context(cfg, store, keys, writer, metrics, log))
+    return ApiService(api_context(cfg, store, keys, writer, server.processor, metrics, log))
 
 
 def run_standalone(cfg: Config) -> int:
@@ -214,7 +214,7 @@ def run_standalone(cfg: Config) -> int:
     Error handling: :class:`ConfigError`, :class:`authsrv.store.StoreError`,
     :class:`keys.KeyStoreError` (one line, exit 2, from the CLI).
     """
-    from authsrv.app import day_clock, open_keys, open_store
+    from authsrv.app import day_clock, make_processor, open_keys, open_store
     from authsrv.logs import configure_logging, get_logger
 
     configure_logging(cfg.log.level)
@@ -230,7 +230,8 @@ def run_standalone(cfg: Config) -> int:
             wait_s=cfg.api.request_timeout_s,
             day_clock=day_clock(cfg) if cfg.settlement.auto_cutover else None,
         )
-        service = ApiService(api_context(cfg, store, keys, writer, metrics, log))
+        processor = make_processor(cfg, store, keys, metrics, log)
+        service = ApiService(api_context(cfg, store, keys, writer, processor, metrics, log))
         trio.run(partial(_until_signal, service, log))
     finally:
         store.close()

@@ -25,7 +25,15 @@ from keys import (
 from keys.keystore import KEK_PENDING_SUFFIX
 from settlement.day import DayClock, current_open_day
 
-__all__ = ["Host", "init_store", "kek_path", "open_host", "open_keys", "open_store"]
+__all__ = [
+    "Host",
+    "init_store",
+    "kek_path",
+    "make_processor",
+    "open_host",
+    "open_keys",
+    "open_store",
+]
 
 KEK_FILE_NAME = "master.kek"
 MIB = 1024 * 1024
@@ -118,14 +126,12 @@ def day_clock(cfg: Config) -> DayClock:
     return DayClock.of(cfg.settlement.cutover_time, cfg.settlement.timezone)
 
 
-def open_host(cfg: Config, worker: int | None = None) -> Host:
-    """Open everything a serving host needs (it does not start listening)."""
-    log = get_logger() if worker is None else get_logger().bind(worker=worker)
-    store = open_store(cfg.data_path, cfg.store.map_size_mib)
-    keys = open_keys(store)
-    metrics = Metrics()
-    metrics.watch_store_size(store.size_bytes, cfg.store.map_size_mib * MIB)
-    processor = Processor(
+def make_processor(
+    cfg: Config, store: LedgerStore, keys: KeyStore, metrics: Metrics, log: Any
+) -> Processor:
+    """The processor of ``cfg``: the host's, and the standalone API's (its web-shop loads go
+    through the same engine and duplicate rules as a terminal's requests)."""
+    return Processor(
         store,
         keys,
         metrics,
@@ -141,6 +147,16 @@ def open_host(cfg: Config, worker: int | None = None) -> Host:
         day_clock=day_clock(cfg) if cfg.settlement.auto_cutover else None,
         expiry=cfg.settlement.expiry_sweep,
     )
+
+
+def open_host(cfg: Config, worker: int | None = None) -> Host:
+    """Open everything a serving host needs (it does not start listening)."""
+    log = get_logger() if worker is None else get_logger().bind(worker=worker)
+    store = open_store(cfg.data_path, cfg.store.map_size_mib)
+    keys = open_keys(store)
+    metrics = Metrics()
+    metrics.watch_store_size(store.size_bytes, cfg.store.map_size_mib * MIB)
+    processor = make_processor(cfg, store, keys, metrics, log)
     metrics.dupes_window.set(cfg.store.dup_window_s)
     if cfg.security.demo_mode:
         log.warning(

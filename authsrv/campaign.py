@@ -46,7 +46,8 @@ CLAWBACK_OP = "clawback"
 CLAWBACK_STAN = "000000"  # no terminal request: the clearing record's STAN
 REQUEST_ID_LEN_MAX = 64
 REASON_LEN_MAX = 200
-ACTOR_LEN_MAX = 64
+# Who, in the audit log: up to "api:<12-hex key id>:<key name of up to 64>" (81 characters).
+ACTOR_LEN_MAX = 96
 
 
 class CampaignError(ValueError):
@@ -62,16 +63,18 @@ def _text(name: str, value: str, limit: int) -> None:
 
 
 class ActivationStatus(enum.StrEnum):
-    """What an online activation attempt came to; suggested HTTP answers in brackets."""
+    """What an online activation attempt came to; the HTTP API's answers in brackets
+    (:mod:`api.selfservice`)."""
 
     ACTIVATED = "activated"  # the card is active now (200)
-    ALREADY_ACTIVE = "already_active"  # the right code for a card activated before (200)
-    WRONG_CODE = "wrong_code"  # counted; ``tries_left`` more before the lock (403)
+    # The right code for a card activated before (409, as NOT_AWAITING: no oracle for the code).
+    ALREADY_ACTIVE = "already_active"
+    WRONG_CODE = "wrong_code"  # counted; ``tries_left`` more before the lock (422)
     LOCKED = "locked"  # too many wrong codes: the back office unlocks (423)
     UNKNOWN_CARD = "unknown_card"  # no such card number (404)
     NOT_CAMPAIGN = "not_campaign"  # not a card that activates online (404: say no more)
     NOT_AWAITING = "not_awaiting"  # not awaiting activation: issued, blocked, closed... (409)
-    EXPIRED = "expired"  # the card or its value has expired (410)
+    EXPIRED = "expired"  # the card or its value has expired (409)
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,7 +207,7 @@ def _audit_card(
 
 
 class ClawbackStatus(enum.StrEnum):
-    """What a clawback request came to; suggested HTTP answers in brackets."""
+    """What a clawback request came to; the HTTP API's answers in brackets (:mod:`api.cards`)."""
 
     CLAWED_BACK = "clawed_back"  # moved now (200)
     REPLAYED = "replayed"  # this request id was done before: its outcome, nothing moved (200)

@@ -386,6 +386,23 @@ class Processor:
                 self._batch_closed(outcome.closed_batch)
         return outcomes
 
+    def decide_in(self, led: Ledger, pending: Pending, now_ms: int) -> Outcome:
+        """Decide and apply one request in the caller's write transaction, as a batch would:
+        the duplicate record first, then the engine, the postings and the records. For
+        requests that do not come from a terminal (the HTTP API's web-shop loads): they carry
+        their own duplicate key and content MAC, and no MAC or PIN to verify. The caller
+        commits (a writer job: it has closed a due business day in ``led`` already).
+
+        Error handling: as :meth:`process_batch`, but a full store raises ``StoreFull`` (the
+        caller's transaction aborts; nothing of it is written).
+        """
+        assert pending.request is not None and pending.outcome is None
+        assert pending.dup_key is not None and pending.content, "a key and a content MAC"
+        for hold in led.expired_holds(now_ms, self.sweep_batch_max):
+            led.close_hold(hold, HoldState.EXPIRED)
+            self.metrics.holds_expired.inc()
+        return self._process_one(led, pending, now_ms)
+
     def _batch_closed(self, closed: ClosedBatch) -> None:
         """After the commit: report a closed batch, with what the terminal's totals differ by."""
         self.metrics.batches_closed.labels(closed.rc).inc()

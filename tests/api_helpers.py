@@ -22,7 +22,7 @@ from api.context import ApiContext, api_context
 from api.operations import OPERATIONS
 from api.serve import ApiService
 from api.writer import DirectWriter
-from authsrv.app import open_keys, open_store
+from authsrv.app import make_processor, open_keys, open_store
 from authsrv.config import load_config
 from authsrv.logs import configure_logging, get_logger
 from authsrv.metrics import Metrics
@@ -168,7 +168,9 @@ async def api_alone(
         writer = DirectWriter(
             store, metrics, queue_max=cfg.api.write_queue_max, wait_s=1.0, day_clock=None
         )
-        ctx = api_context(cfg, store, open_keys(store), writer, metrics, get_logger(), clock=clock)
+        keys = open_keys(store)
+        processor = make_processor(cfg, store, keys, metrics, get_logger())
+        ctx = api_context(cfg, store, keys, writer, processor, metrics, get_logger(), clock=clock)
         service = ApiService(ctx)
         tokens = make_tokens(store)
         stop = trio.Event()

@@ -17,9 +17,12 @@ from api.holders import put_holder
 from api.operations import OPERATIONS
 from api.routing import Operation
 from authsrv.model import ApiRole
+from protocol.cards import luhn_check_digit
+from protocol.tlv import decode_tlv
 from settlement.day import DayClock, close_open_day
+from simulators.terminal import build_request
 from tests.api_helpers import Api, api_in_host
-from tests.helpers import Provisioned
+from tests.helpers import Provisioned, read_pans
 
 OPS = {op.id: op for op in OPERATIONS}
 MOBILE = "+4791234567"
@@ -53,7 +56,9 @@ def _denied_role(op: Operation) -> ApiRole:
 
 
 def _allowed_role(op: Operation) -> ApiRole:
-    return next(r for r in (ApiRole.BACKOFFICE, ApiRole.SELFSERVICE) if r in op.roles)
+    return next(
+        r for r in (ApiRole.BACKOFFICE, ApiRole.SELFSERVICE, ApiRole.STORE) if r in op.roles
+    )
 
 
 async def _shared_refusals(api: Api, op: Operation, day: str) -> None:
@@ -89,6 +94,8 @@ async def test_every_documented_status_is_reached(
         "api.issue_dir": str(tmp_path / "issued"),
         "settlement.dir": str(tmp_path / "settlement"),
         "api.self_card_burst": 2,
+        "api.self_client_burst": 100,
+        "campaign.activation_tries_max": 2,
     }
     async with api_in_host(provisioned.data, settings) as api:
         c, bo, ss = api.client, api.tokens.backoffice, api.tokens.selfservice
@@ -246,6 +253,8 @@ async def test_every_documented_status_is_reached(
         r = await expect(200, "getClearingFile", bo, path={"day": day})
         assert r.headers["content-type"].startswith("text/csv")
 
+        await _campaign_and_shop_statuses(api, provisioned, expect)
+
         for op in OPERATIONS:
             await _shared_refusals(api, op, day)
 
@@ -253,3 +262,84 @@ async def test_every_documented_status_is_reached(
         reached = c.recorded
         assert documented - reached == set(), "documented, never reached"
         assert reached - documented == set(), "reached, not documented"
+
+
+Expect = Callable[..., Awaitable[httpx.Response]]
+
+
+async def _issue_campaign_card(api: Api, pan: str) -> str:
+    """A 0200 proc 92 for a 1000.00 purchase at S0001 over TCP; the receipt's code (AC)."""
+    fields = build_request(
+        "activate",
+        terminal="T0000001",
+        store="S0001",
+        pan=pan,
+        amount_minor=100_000,
+        overrides={"3": "920000"},
+    )
+    async with await api.terminal() as conn:
+        answer = await conn.exchange(fields)
+    assert answer["39"] == "00", answer
+    return dict(decode_tlv(answer["63"], 63))["AC"]
+
+
+async def _campaign_and_shop_statuses(api: Api, provisioned: Provisioned, expect: Expect) -> None:
+    """Online activation, clawback and web-shop loads: every status of their own. Product
+    CAMP (25 % after its change) exists; campaign.activation_tries_max is 2."""
+    bo, ss, shop = api.tokens.backoffice, api.tokens.selfservice, api.tokens.store
+    issued = await expect(201, "issueCards", bo, json={"product": "CAMP", "count": 2})
+    a, b = read_pans(Path(issued.json()["file"]))
+    code_a, code_b = await _issue_campaign_card(api, a), await _issue_campaign_card(api, b)
+    wrong_b = "0000000" + ("1" if code_b[-1] != "1" else "2")
+
+    def activation(pan: str, code: str) -> dict[str, object]:
+        return {
+            "card_number": pan,
+            "activation_code": code,
+            "mobile": MOBILE,
+            "consents": {"terms": True},
+        }
+
+    r = await expect(200, "activateCard", ss, json=activation(a, code_a))
+    token = r.json()["token"]
+    await expect(409, "activateCard", ss, json=activation(a, code_a))  # active already
+    await expect(404, "activateCard", ss, json=activation(a[:-1] + str(9 - int(a[-1])), code_a))
+    await expect(422, "activateCard", ss, json=activation(b, wrong_b))
+    await expect(423, "activateCard", ss, json=activation(b, wrong_b))  # the 2nd wrong code
+    await expect(429, "activateCard", ss, json=activation(b, code_b))  # the card's burst is 2
+    await expect(200, "getHolderCard", ss, json={"token": token})
+
+    card_a = r.json()["card"]
+    with api.store.read() as led:
+        card = led.card_by_hashes(api.ctx.keys.pan_hashes(a))
+    assert card is not None and card.masked == card_a
+    claw = {"amount_minor": 5_000, "reason": "purchase returned", "request_id": "claw-1"}
+    await expect(200, "clawBackCard", bo, path={"card_id": card.id}, json=claw)
+    await expect(200, "clawBackCard", bo, path={"card_id": card.id}, json=claw)  # replayed
+    await expect(
+        409, "clawBackCard", bo, path={"card_id": card.id}, json={**claw, "amount_minor": 1}
+    )
+    await expect(409, "clawBackCard", bo, path={"card_id": 1}, json={**claw, "request_id": "c2"})
+    await expect(404, "clawBackCard", bo, path={"card_id": 999_999}, json=claw)
+
+    gift = provisioned.cards[6]
+    sale = {
+        "payment_ref": "pay-1",
+        "terminal_id": "T0000001",
+        "operation": "activate",
+        "card_number": gift,
+        "amount_minor": 5_000,
+        "currency": "978",
+    }
+    await expect(200, "createShopLoad", shop, json=sale)
+    await expect(409, "createShopLoad", shop, json={**sale, "amount_minor": 5_001})
+    await expect(
+        409, "createShopLoad", shop, json={**sale, "payment_ref": "p2", "terminal_id": "T0000003"}
+    )
+    unknown = "603628000000000" + luhn_check_digit("603628000000000")
+    await expect(
+        404, "createShopLoad", shop, json={**sale, "payment_ref": "p3", "card_number": unknown}
+    )
+    over = {**sale, "payment_ref": "p4", "operation": "load", "amount_minor": 60_000}
+    r = await expect(422, "createShopLoad", shop, json=over)
+    assert r.json()["error"]["rc"] == "61", r.text
