@@ -593,6 +593,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         over["server.port"] = args.port
     if args.metrics_port is not None:
         over["metrics.port"] = args.metrics_port
+    # The demo serves the HTTP API too (on loopback), with keys written beside the store.
+    over["api.enabled"] = True
+    if args.api_port is not None:
+        over["api.port"] = args.api_port
     cfg = load_config(None, os.environ, over)
     cards_file = provision_demo(cfg)
     return _serve(cfg, lambda port, mport: demo_banner(cfg, cards_file, port, mport))
@@ -916,13 +920,17 @@ def build_parser() -> argparse.ArgumentParser:
         sub,
         "demo",
         "create demo data (if missing) and run the host on it",
-        ["authsrv demo", "authsrv demo --data /tmp/demo --port 18583 --metrics-port 19583"],
+        [
+            "authsrv demo",
+            "authsrv demo --data /tmp/demo --port 18583 --metrics-port 19583 --api-port 19584",
+        ],
         cmd_demo,
         store_args=False,
     )
     p.add_argument("--data", type=Path, default=Path("demo-data"), help="demo store (demo-data)")
     p.add_argument("--port", type=int, default=None, help="ISO 8583 port (default 8583)")
     p.add_argument("--metrics-port", type=int, default=None, help="Prometheus port (9583)")
+    p.add_argument("--api-port", type=int, default=None, help="HTTP API port (9584)")
 
     p = _add(
         sub,

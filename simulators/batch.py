@@ -29,6 +29,7 @@ from protocol.reconciliation import (
     decode_net,
     totals_from_fields,
 )
+from protocol.tlv import decode_balances
 from simulators.terminal import RESPONSE_CODES, SimError
 
 __all__ = [
@@ -42,6 +43,8 @@ __all__ = [
 # Transaction types (field 3) that put value on the card, and those that take it off.
 CREDIT_TYPES = frozenset({"20", "21", "72"})
 DEBIT_TYPES = frozenset({"00", "01"})
+ISSUE_TYPE = "92"  # a campaign issue; the void of one is not counted (the value is not sent)
+LEDGER = "01"  # field 54 amount type of the ledger balance
 BATCH_NUMBER_MAX = 10**BATCH_NUMBER_LEN - 1
 # --totals / a scenario's totals table: KIND=COUNT/AMOUNT, KIND as the terminal says it.
 KIND_NAMES: dict[str, str] = {kind.replace("_", "-"): kind for kind in KINDS}
@@ -67,6 +70,11 @@ def batch_entry(req: Mapping[str, str], resp: Mapping[str, str]) -> tuple[str, i
     mti_class = req["t"][:3] + "0"
     rc = resp.get("39")
     tx_type = req.get("3", "")[:2]
+    if tx_type == ISSUE_TYPE and mti_class == "0200" and rc == "00" and "54" in resp:
+        # A campaign issue: field 4 is the purchase; the value loaded onto the new card (it
+        # held nothing before) is its ledger balance in field 54.
+        loaded = [b.amount_minor for b in decode_balances(resp["54"]) if b.amount_type == LEDGER]
+        return ("credits", loaded[0]) if loaded and loaded[0] > 0 else None
     if tx_type not in CREDIT_TYPES | DEBIT_TYPES:
         return None
     credit = tx_type in CREDIT_TYPES

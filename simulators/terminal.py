@@ -54,6 +54,7 @@ OPERATIONS: dict[str, tuple[str, str | None, str | None]] = {
     "reverse": ("0400", "000000", None),  # needs the original; proc = the original's
     "reverse-advice": ("0420", "000000", None),
     "close-batch": ("0500", "920000", None),  # reconciliation: the terminal's batch totals
+    "issue": ("0200", "920000", None),  # campaign-card issue: the amount is the purchase
 }
 AMOUNT_OPS = frozenset(
     {
@@ -67,6 +68,7 @@ AMOUNT_OPS = frozenset(
         "advice",
         "reverse",
         "reverse-advice",
+        "issue",
     }
 )
 NEEDS_ORIGINAL = frozenset({"complete", "reverse", "reverse-advice"})
@@ -359,6 +361,10 @@ def describe_exchange(
         tags = decode_tlv(resp["63"], 63)
         if "RT" in tags:
             tail += f"  receipt {tags['RT']!r}"
+        if "EX" in tags:
+            tail += f"  valid through {tags['EX']}"
+        if "AC" in tags:
+            tail += f"  activation code {tags['AC']} (printed on the receipt)"
     tail += f"  ({elapsed_s * 1000:.1f} ms)"
     lines.append(tail)
     if verbose:
