@@ -30,7 +30,13 @@ from api.schemas import (
 )
 from api.views import audit_out, product_out, store_out, terminal_out
 from authsrv.model import ApiKey, ApiRole, Product, Store, Terminal
-from authsrv.products import ProductError, change_product, check_stores_known, validate_product
+from authsrv.products import (
+    ProductError,
+    change_product,
+    check_stores_known,
+    defaults_of,
+    validate_product,
+)
 from authsrv.store import Ledger
 from protocol.currency import CURRENCIES
 
@@ -53,27 +59,6 @@ __all__ = [
 
 AUDIT_PAGE_MAX = 1000
 
-# The defaults of `authsrv products add` for each kind (a campaign's value is computed: no
-# loads, no cash-out; its largest balance is one issue's largest value).
-_GIFT_DEFAULTS: dict[str, Any] = {
-    "fixed_value_minor": 0,
-    "load_min_minor": 100,
-    "load_max_minor": 50_000,
-    "balance_max_minor": 100_000,
-    "redeem_min_minor": 1,
-    "expiry_months": 36,
-    "reloadable": True,
-    "cashout": False,
-    "pin_required": False,
-    "completion_tolerance_bp": 0,
-}
-_CAMPAIGN_DEFAULTS: dict[str, Any] = {
-    **_GIFT_DEFAULTS,
-    "load_min_minor": 0,
-    "load_max_minor": 0,
-    "reloadable": False,
-    "online_activation": True,
-}
 # Product messages name command-line options; the API names its fields.
 _OPTION_FIELDS = {
     "--fixed-value": "fixed_value_minor",
@@ -334,7 +319,7 @@ async def create_product(call: Call) -> Reply:
     if body.currency not in CURRENCIES:
         raise invalid(f"currency {body.currency} is not a known ISO 4217 numeric code", "currency")
     given = _settings(body)
-    settings = {**(_CAMPAIGN_DEFAULTS if body.kind == "campaign" else _GIFT_DEFAULTS), **given}
+    settings = {**defaults_of(body.kind), **given}
     if body.kind == "campaign" and "balance_max_minor" not in given:
         settings["balance_max_minor"] = settings.get("max_value_minor", 0)
     now_ms = call.ctx.clock_ms()

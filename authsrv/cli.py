@@ -30,6 +30,7 @@ from authsrv.app import day_clock, init_store, open_host, open_keys, open_store
 from authsrv.config import Config, ConfigError, load_config
 from authsrv.logs import configure_logging, get_logger
 from authsrv.model import Product, Store, Terminal
+from authsrv.products import defaults_of
 from authsrv.store import StoreError, check_ledger
 from keys import KeyStoreError
 from protocol.currency import CURRENCIES, format_minor, parse_major
@@ -197,35 +198,13 @@ def _product_settings(args: argparse.Namespace, currency: str) -> dict[str, Any]
     return out
 
 
-# Defaults of `products add` per kind (a campaign's value is computed: no loads, no cash-out).
-_GIFT_DEFAULTS: dict[str, Any] = {
-    "fixed_value_minor": 0,
-    "load_min_minor": 100,
-    "load_max_minor": 50_000,
-    "balance_max_minor": 100_000,
-    "redeem_min_minor": 1,
-    "expiry_months": 36,
-    "reloadable": True,
-    "cashout": False,
-    "pin_required": False,
-    "completion_tolerance_bp": 0,
-}
-_CAMPAIGN_DEFAULTS: dict[str, Any] = {
-    **_GIFT_DEFAULTS,
-    "load_min_minor": 0,
-    "load_max_minor": 0,
-    "reloadable": False,
-    "online_activation": True,
-}
-
-
 def cmd_products_add(args: argparse.Namespace) -> int:
     cfg = _load_cfg(args)
     cur = args.currency
     if cur not in CURRENCIES:
         raise UsageError(f"--currency {cur!r} is not a known ISO 4217 numeric code, e.g. 978")
     given = _product_settings(args, cur)
-    settings = {**(_CAMPAIGN_DEFAULTS if args.kind == "campaign" else _GIFT_DEFAULTS), **given}
+    settings = {**defaults_of(args.kind), **given}
     if args.kind == "campaign" and "balance_max_minor" not in given:
         # The largest balance a campaign card can reach is one issue's largest value.
         settings["balance_max_minor"] = settings.get("max_value_minor", 0)

@@ -26,11 +26,14 @@ from authsrv.model import KIND_CAMPAIGN, KIND_GIFT, Card, CardState, Product
 from authsrv.store import Ledger
 
 __all__ = [
+    "CAMPAIGN_DEFAULTS",
     "FIXED_FIELDS",
+    "GIFT_DEFAULTS",
     "KINDS",
     "ProductError",
     "change_product",
     "check_stores_known",
+    "defaults_of",
     "governing_product",
     "validate_product",
 ]
@@ -63,6 +66,32 @@ OPTION = {
     "issue_chains": "--issue-chains",
     "online_activation": "--online-activation",
 }
+# The defaults of a new product's settings per kind, for `authsrv products add` and the API
+# (a campaign's value is computed: no loads, no cash-out).
+GIFT_DEFAULTS: dict[str, Any] = {
+    "fixed_value_minor": 0,
+    "load_min_minor": 100,
+    "load_max_minor": 50_000,
+    "balance_max_minor": 100_000,
+    "redeem_min_minor": 1,
+    "expiry_months": 36,
+    "reloadable": True,
+    "cashout": False,
+    "pin_required": False,
+    "completion_tolerance_bp": 0,
+}
+CAMPAIGN_DEFAULTS: dict[str, Any] = {
+    **GIFT_DEFAULTS,
+    "load_min_minor": 0,
+    "load_max_minor": 0,
+    "reloadable": False,
+    "online_activation": True,
+}
+
+
+def defaults_of(kind: str) -> dict[str, Any]:
+    """The default settings of a new product of ``kind``."""
+    return dict(CAMPAIGN_DEFAULTS if kind == KIND_CAMPAIGN else GIFT_DEFAULTS)
 
 
 class ProductError(Exception):
