@@ -367,14 +367,14 @@ class Processor:
         now_ms = self.clock_ms()
         try:
             with self.store.write() as led:
-                day = self._day_boundary(led, now_ms)
+                day = self.day_boundary(led, now_ms)
                 # Holds past their expiry no longer count against the available balance, even
                 # before the sweep gets to them (one cursor step when none has expired).
                 for hold in led.expired_holds(now_ms, self.sweep_batch_max):
                     led.close_hold(hold, HoldState.EXPIRED)
                     self.metrics.holds_expired.inc()
                 outcomes = [self._process_one(led, p, now_ms) for p in batch]
-            self._day_committed(day)
+            self.day_committed(day)
         except StoreFull as exc:
             self.metrics.store_errors.labels("full").inc()
             self.log.error("store_full", error=str(exc), batch=len(batch))
@@ -650,7 +650,7 @@ class Processor:
         led.close_batch(closed)
         return closed
 
-    def _day_boundary(
+    def day_boundary(
         self, led: Ledger, now_ms: int
     ) -> tuple[int, list[BusinessDay], BusinessDay | None] | None:
         """Close the open business day in this transaction when its cut-over time has come;
@@ -663,7 +663,7 @@ class Processor:
         closed, opened = close_open_day(led, self.day_clock, now_ms, how="auto")
         return self.day_clock.start_ms(next_day(opened.day)), closed, opened
 
-    def _day_committed(self, day: tuple[int, list[BusinessDay], BusinessDay | None] | None) -> None:
+    def day_committed(self, day: tuple[int, list[BusinessDay], BusinessDay | None] | None) -> None:
         """After the commit: remember when the open day ends, say which days closed."""
         if day is None:
             return
@@ -797,7 +797,7 @@ class Processor:
         """
         now_ms = self.clock_ms()
         with self.store.write() as led:
-            day = self._day_boundary(led, now_ms)
+            day = self.day_boundary(led, now_ms)
             expired = led.expired_holds(now_ms, self.sweep_batch_max)
             for hold in expired:
                 led.close_hold(hold, HoldState.EXPIRED)
@@ -805,7 +805,7 @@ class Processor:
             oldest = led.oldest_dupe_ms()
             stored = led.dupes_count()
             swept = expire_cards_in(led, now_ms, self.sweep_batch_max) if self.expiry else None
-        self._day_committed(day)
+        self.day_committed(day)
         if swept is not None:
             self.metrics.cards_expired.inc(swept.expired)
             for account, amount in swept.moved.items():

@@ -411,7 +411,7 @@ class Server:
             now_ms = processor.clock_ms()
             try:
                 with processor.store.write() as led:
-                    day = processor._day_boundary(led, now_ms)
+                    day = processor.day_boundary(led, now_ms)
                     job.result = job.fn(led)
             except AssertionError:
                 raise  # a broken invariant: nothing of it committed; the server stops
@@ -421,7 +421,7 @@ class Server:
                 self.metrics.writer_jobs.labels("failed").inc()
                 continue
             job.finished = True
-            processor._day_committed(day)
+            processor.day_committed(day)
             self.metrics.writer_jobs.labels("committed").inc()
 
     def _fail_jobs(self) -> None:
