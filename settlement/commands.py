@@ -149,6 +149,23 @@ def add_settle_parser(sub: Any, add: Callable[..., argparse.ArgumentParser]) -> 
         help="print the CSV instead of the table (the file is written either way)",
     )
     _out_arg(n)
+    b = add(
+        actions,
+        "batches",
+        "list terminal batches closed by a 0500 (newest last): in balance (00) or not (95), "
+        "the host's net, the terminal's, and every figure that differed",
+        [
+            "authsrv settle batches",
+            "authsrv settle batches --terminal T0000001 --last 5",
+            "authsrv settle batches --out-of-balance",
+        ],
+        cmd_settle,
+    )
+    b.add_argument("--terminal", default=None, help="one terminal's batches (field 41)")
+    b.add_argument(
+        "--last", type=_positive, default=20, metavar="N", help="the newest N (default 20)"
+    )
+    b.add_argument("--out-of-balance", action="store_true", help="only batches answered 95")
     e = add(
         actions,
         "expire",
@@ -273,6 +290,7 @@ def cmd_settle(args: argparse.Namespace) -> int:
         "cutover": _cutover,
         "days": _days,
         "clearing": _clearing,
+        "batches": _batches,
         **_report_actions(),
         **_import_actions(),
     }
@@ -456,3 +474,56 @@ def _now_ms() -> int:
 
 def _local(clock: DayClock, at_ms: int) -> str:
     return datetime.fromtimestamp(at_ms / 1000, tz=clock.tz).strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
+def _batches(args: argparse.Namespace) -> int:
+    from authsrv.app import day_clock
+    from authsrv.cli import _load_cfg, _store
+    from protocol.currency import format_minor
+    from protocol.reconciliation import FIGURES
+
+    cfg = _load_cfg(args)
+    clock = day_clock(cfg)
+    with _store(cfg, readonly=True) as store, store.read() as led:
+        closed = list(led.closed_batches(args.terminal))
+    if args.out_of_balance:
+        closed = [b for b in closed if b.rc != "00"]
+    closed.sort(key=lambda b: b.seq)
+    closed = closed[-args.last :]
+    if not closed:
+        which = f" of terminal {args.terminal}" if args.terminal else ""
+        sys.stdout.write(f"no closed batches{which}\n")
+        return EXIT_OK
+    names = {
+        attr: attr.replace("_minor", " amount").replace("_count", " count").replace("_", " ")
+        + f" ({field})"
+        for field, attr in FIGURES.items()
+    }
+    rows = [("closed", "terminal", "store", "batch", "rc", "host net", "terminal net", "differs")]
+    for b in closed:
+        cur = b.currency
+        differs = [
+            f"{names.get(k, k)} {v:+d}"
+            if k.endswith("_count")
+            else f"{names.get(k, k)} {format_minor(v, cur)}"
+            for k, v in b.difference.items()
+            if v and k != "net_minor"
+        ]
+        rows.append(
+            (
+                _local(clock, b.closed_ms),
+                b.terminal_id,
+                b.store_id,
+                b.batch_number,
+                "00 in balance" if b.rc == "00" else f"{b.rc} OUT OF BALANCE",
+                format_minor(b.host.net_minor, cur),
+                format_minor(b.terminal_net_minor, cur),
+                ", ".join(differs) or "-",
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        line = "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True))
+        sys.stdout.write(line.rstrip() + "\n")
+    sys.stdout.write("net: positive when the store's settlement account rose (it is owed)\n")
+    return EXIT_OK

@@ -355,6 +355,14 @@ def test_a_0500_sees_the_requests_before_it_in_its_write_transaction(tmp_path: P
             assert (closed.batch_number, closed.rc, closed.opened_ms) == ("000009", "95", NOW_MS)
     finally:
         store.close()
+    # What an operator sees: the batch out of balance, and which figures differed.
+    listed = run_cli("settle", "batches", "--data", str(p.data), "--out-of-balance")
+    assert listed.returncode == 0, listed.stderr
+    (row,) = [line for line in listed.stdout.splitlines() if TERMINAL in line]
+    assert "000009" in row and "95 OUT OF BALANCE" in row
+    assert "credits count (74) -1" in row and "debits amount (88) -12.00 EUR" in row
+    other = run_cli("settle", "batches", "--data", str(p.data), "--terminal", "T0000003")
+    assert other.returncode == 0 and other.stdout == "no closed batches of terminal T0000003\n"
 
 
 # -- the simulator ------------------------------------------------------------------------------
