@@ -68,7 +68,8 @@ class Metrics:
         )
         self.connections_closed = Counter(
             "authsrv_connections_closed_total",
-            "Connections closed by the host, by reason",
+            "Connections ended, once each, by reason: eof (the terminal closed it), peer (reset "
+            "or broken), idle, frame, unreadable, tls_handshake, drain, internal",
             ["reason"],
             registry=r,
         )

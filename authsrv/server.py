@@ -102,6 +102,20 @@ _HANDSHAKE_REASONS = {
 T = TypeVar("T")
 
 
+class _Closing:
+    """Why one connection ends: the first cause set wins, and it is counted once, when the
+    connection's handler returns (``authsrv_connections_closed_total{reason}``)."""
+
+    __slots__ = ("cause",)
+
+    def __init__(self) -> None:
+        self.cause: str | None = None
+
+    def set(self, cause: str) -> None:
+        if self.cause is None:
+            self.cause = cause
+
+
 class WriterStopped(Exception):
     """The writer is stopping or has stopped: the job did not run, nothing was written."""
 
@@ -486,28 +500,31 @@ class Server:
         self._open += 1
         self.metrics.connections.inc()
         self.metrics.connections_total.inc()
+        closing = _Closing()
         try:
-            if isinstance(stream, trio.SSLStream) and not await self._handshake(stream):
+            if isinstance(stream, trio.SSLStream) and not await self._handshake(stream, closing):
                 return
             send, recv = trio.open_memory_channel[Pending](s.inflight_per_connection_max)
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._respond, stream, recv, nursery.cancel_scope)
-                await self._read(stream, send)
+                nursery.start_soon(self._respond, stream, recv, nursery.cancel_scope, closing)
+                await self._read(stream, send, closing)
         except* (trio.BrokenResourceError, trio.ClosedResourceError):
-            self.metrics.connections_closed.labels("peer").inc()
+            closing.set("peer")
         except* Exception:
             # Nothing a connection does may end the host (DESIGN §2); the writer's broken
             # invariants stop it from the writer task, not from here.
             self.log.exception("connection_failed")
-            self.metrics.connections_closed.labels("internal").inc()
+            closing.set("internal")
         finally:
             self._open -= 1
             self.metrics.connections.dec()
+            # "eof": the terminal closed it; "drain": the host's stop ended it.
+            self.metrics.connections_closed.labels(closing.cause or "eof").inc()
             # Shielded from the drain's deadline, bounded by its own (TLS sends close_notify).
             with trio.move_on_after(CLOSE_TIMEOUT_S, shield=True):
                 await stream.aclose()
 
-    async def _handshake(self, stream: trio.SSLStream[Any]) -> bool:
+    async def _handshake(self, stream: trio.SSLStream[Any], closing: _Closing) -> bool:
         """Complete the TLS handshake; False (counted and logged) when it fails.
 
         Error handling: a failure is the peer's (plaintext, an old version, no certificate) and
@@ -528,13 +545,16 @@ class Server:
             finally:
                 self._idle_scopes.discard(scope)
         if scope.cancelled_caught and self._draining:
+            closing.set("drain")
             return False  # cut by the drain, not the terminal's fault
         self.metrics.tls_handshake_failures.labels(reason).inc()
-        self.metrics.connections_closed.labels("tls_handshake").inc()
+        closing.set("tls_handshake")
         self.log.warning("tls_handshake_failed", reason=reason, ssl_reason=ssl_reason)
         return False
 
-    async def _read(self, stream: trio.abc.Stream, send: trio.MemorySendChannel[Pending]) -> None:
+    async def _read(
+        self, stream: trio.abc.Stream, send: trio.MemorySendChannel[Pending], closing: _Closing
+    ) -> None:
         s = self.cfg.server
         reader = FrameReader(self.cfg.framing, s.frame_size_max_bytes)
         async with send:
@@ -547,13 +567,15 @@ class Server:
                     except (trio.BrokenResourceError, trio.ClosedResourceError):
                         # The terminal reset the connection (e.g. it hung up after a
                         # time-out with an answer unread): this connection ends, no other.
-                        self.metrics.connections_closed.labels("peer").inc()
+                        closing.set("peer")
                         return
                     finally:
                         self._idle_scopes.discard(idle)
                 if idle.cancelled_caught:
-                    if not self._draining:
-                        self._closed("idle", buffered=reader.buffered)
+                    if self._draining:
+                        closing.set("drain")
+                    else:
+                        self._closed(closing, "idle", buffered=reader.buffered)
                     return
                 if not data:
                     return
@@ -561,19 +583,19 @@ class Server:
                     # bytes() of bytes is the same object; an SSLStream is typed bytearray too.
                     frames = reader.feed(bytes(data))
                 except FrameError as exc:
-                    self._closed("frame", reason=exc.reason)
+                    self._closed(closing, "frame", reason=exc.reason)
                     return
                 for frame in frames:
                     try:
                         pending = self.processor.prepare(frame)
                     except Unreadable as exc:
-                        self._closed("unreadable", reason=str(exc))
+                        self._closed(closing, "unreadable", reason=str(exc))
                         return
                     except Exception:
                         # A parsing bug must not take the host down: close this connection
                         # and log the error (the traceback holds no message bytes).
                         self.log.exception("prepare_failed")
-                        self._closed("internal")
+                        self._closed(closing, "internal")
                         return
                     # Waits while the window is full: TCP back-pressure on the terminal.
                     await send.send(pending)
@@ -581,11 +603,11 @@ class Server:
                         # Never blocks: the writer queue holds every window (see __init__).
                         self._writer_send.send_nowait(pending)
                 if reader.error is not None:
-                    self._closed("frame", reason=reader.error.reason)
+                    self._closed(closing, "frame", reason=reader.error.reason)
                     return
 
-    def _closed(self, cause: str, **details: Any) -> None:
-        self.metrics.connections_closed.labels(cause).inc()
+    def _closed(self, closing: _Closing, cause: str, **details: Any) -> None:
+        closing.set(cause)
         self.log.warning("connection_closed", cause=cause, **details)
 
     async def _respond(
@@ -593,6 +615,7 @@ class Server:
         stream: trio.abc.Stream,
         recv: trio.MemoryReceiveChannel[Pending],
         connection_scope: trio.CancelScope,
+        closing: _Closing,
     ) -> None:
         framing = self.cfg.framing
         try:
@@ -603,10 +626,10 @@ class Server:
                         payload = self.processor.respond(pending)
                     except Exception:
                         self.log.exception("respond_failed")
-                        self._closed("internal")
+                        self._closed(closing, "internal")
                         connection_scope.cancel()
                         return
                     await stream.send_all(encode_frame(payload, framing))
         except (trio.BrokenResourceError, trio.ClosedResourceError):
-            self.metrics.connections_closed.labels("peer").inc()
+            closing.set("peer")
             connection_scope.cancel()

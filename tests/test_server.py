@@ -16,7 +16,7 @@ import trio
 from authsrv.admin import add_terminal
 from authsrv.app import open_store
 from authsrv.model import Terminal
-from protocol.framing import Framing
+from protocol.framing import Framing, encode_frame
 from protocol.messages import encode_message
 from simulators.terminal import (
     SimError,
@@ -271,3 +271,43 @@ async def test_ascii_length_framing_listener(provisioned: Provisioned) -> None:
             while len(body) < int(header):
                 body += await conn.stream.receive_some(int(header) - len(body))
             assert decode_response(body)["39"] == "00"
+
+
+async def test_each_connection_is_counted_closed_once_by_its_cause(
+    provisioned: Provisioned,
+) -> None:
+    """A terminal that hangs up (eof), one that goes quiet (idle), one that sends a frame
+    without an MTI (unreadable) and one reset while its answer is on the way (peer): one count
+    each, under its own reason."""
+    async with serve_in_process(
+        provisioned.data, clock_ms=_clock, overrides={"server.idle_timeout_s": 1}
+    ) as h:
+        closed = h.host.metrics.connections_closed
+
+        def counts() -> dict[str, float]:
+            reasons = ("eof", "idle", "unreadable", "peer", "internal", "frame", "drain")
+            return {r: closed.labels(r)._value.get() for r in reasons}
+
+        async with await h.connect() as polite:
+            assert summarize(await polite.exchange(_echo())).rc == "00"
+        quiet = await h.connect()
+        assert summarize(await quiet.exchange(_echo())).rc == "00"
+        rude = await trio.open_tcp_stream("127.0.0.1", h.port)
+        await rude.send_all(b"\x00\x03abc")  # a frame too short to hold an MTI
+        with trio.fail_after(5):
+            while await rude.receive_some(10):
+                pass
+        await rude.aclose()
+        resetting = await trio.open_tcp_stream("127.0.0.1", h.port)
+        resetting.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00" * 2)
+        await resetting.send_all(encode_frame(encode_message(_echo()), Framing.BINARY2))
+        await resetting.aclose()  # linger 0: an RST, the answer has nowhere to go
+        with trio.fail_after(5):
+            while sum(counts().values()) < 4:
+                await trio.sleep(0.05)
+        await trio.sleep(0.2)  # a second count for one connection would come now
+        got = counts()
+        await quiet.stream.aclose()
+    assert got["eof"] + got["peer"] == 2, got  # the reset may land before or after the answer
+    assert got["eof"] >= 1 and got["idle"] == 1 and got["unreadable"] == 1, got
+    assert sum(got.values()) == 4, got
