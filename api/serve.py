@@ -214,7 +214,7 @@ def run_standalone(cfg: Config) -> int:
     Error handling: :class:`ConfigError`, :class:`authsrv.store.StoreError`,
     :class:`keys.KeyStoreError` (one line, exit 2, from the CLI).
     """
-    from authsrv.app import day_clock, make_processor, open_keys, open_store
+    from authsrv.app import make_processor, open_keys, open_store
     from authsrv.logs import configure_logging, get_logger
 
     configure_logging(cfg.log.level)
@@ -223,14 +223,10 @@ def run_standalone(cfg: Config) -> int:
     try:
         keys = open_keys(store)
         metrics = Metrics()
-        writer = DirectWriter(
-            store,
-            metrics,
-            queue_max=cfg.api.write_queue_max,
-            wait_s=cfg.api.request_timeout_s,
-            day_clock=day_clock(cfg) if cfg.settlement.auto_cutover else None,
-        )
         processor = make_processor(cfg, store, keys, metrics, log)
+        writer = DirectWriter(
+            processor, queue_max=cfg.api.write_queue_max, wait_s=cfg.api.request_timeout_s
+        )
         service = ApiService(api_context(cfg, store, keys, writer, processor, metrics, log))
         trio.run(partial(_until_signal, service, log))
     finally:

@@ -19,16 +19,14 @@ invariant) is not caught: it stops the host (DESIGN §2).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Protocol, TypeVar
 
 import trio
 
-from authsrv.metrics import Metrics
+from authsrv.processor import Processor
 from authsrv.server import Server, WriterBusy, WriterStopped
-from authsrv.store import Ledger, LedgerStore
-from settlement.day import DayClock, close_open_day, cutover_due
+from authsrv.store import Ledger
 
 __all__ = ["DirectWriter", "ServerWriter", "Writer", "WriterUnavailable"]
 
@@ -59,10 +57,6 @@ class ServerWriter:
             raise WriterUnavailable(str(exc)) from None
 
 
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 class DirectWriter:
     """Jobs in write transactions of the API's own (``authsrv api``), one at a time.
 
@@ -70,22 +64,10 @@ class DirectWriter:
     that is never abandoned (a job once started commits or aborts whole).
     """
 
-    def __init__(
-        self,
-        store: LedgerStore,
-        metrics: Metrics,
-        *,
-        queue_max: int,
-        wait_s: float,
-        day_clock: DayClock | None,
-        clock_ms: Callable[[], int] = _now_ms,
-    ) -> None:
+    def __init__(self, processor: Processor, *, queue_max: int, wait_s: float) -> None:
         assert queue_max >= 1
-        self.store = store
-        self.metrics = metrics
+        self.processor = processor
         self.wait_s = wait_s
-        self.day_clock = day_clock
-        self.clock_ms = clock_ms
         self.queue_max = queue_max
         self._slots = trio.Semaphore(queue_max)
         self._one = trio.Lock()
@@ -102,23 +84,17 @@ class DirectWriter:
             self._slots.release()
 
     def _run(self, fn: Callable[[Ledger], T]) -> T:
+        processor = self.processor
+        now_ms = processor.clock_ms()
         try:
-            with self.store.write() as led:
-                if self.day_clock is not None:
-                    close_due_day(led, self.day_clock, self.clock_ms())
+            with processor.store.write() as led:
+                day = processor.day_boundary(led, now_ms)
                 result = fn(led)
         except AssertionError:
             raise
         except Exception:
-            self.metrics.writer_jobs.labels("failed").inc()
+            processor.metrics.writer_jobs.labels("failed").inc()
             raise
-        self.metrics.writer_jobs.labels("committed").inc()
+        processor.day_committed(day)
+        processor.metrics.writer_jobs.labels("committed").inc()
         return result
-
-
-def close_due_day(led: Ledger, clock: DayClock, now_ms: int) -> None:
-    """Close the open business day in ``led``'s transaction when its cut-over time has come
-    (what the host's first commit after that time does)."""
-    due, _ends_ms = cutover_due(led, clock, now_ms)
-    if due:
-        close_open_day(led, clock, now_ms, how="auto")

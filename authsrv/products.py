@@ -250,7 +250,11 @@ def governing_product(led: Ledger, card: Card) -> Product:
     created under (cards from before versions: the current one)."""
     current = led.product(card.product)
     assert current is not None, f"card {card.id} has no product {card.product}"
-    if card.state is CardState.ISSUED or not card.product_version:
+    if (
+        card.state is CardState.ISSUED
+        or not card.product_version
+        or card.product_version == current.version
+    ):
         return current
     version = led.product_version(card.product, card.product_version)
     assert version is not None, f"card {card.id}: product {card.product} v{card.product_version}"

@@ -165,11 +165,9 @@ async def api_alone(
     store = open_store(cfg.data_path, cfg.store.map_size_mib)
     try:
         metrics = Metrics()
-        writer = DirectWriter(
-            store, metrics, queue_max=cfg.api.write_queue_max, wait_s=1.0, day_clock=None
-        )
         keys = open_keys(store)
         processor = make_processor(cfg, store, keys, metrics, get_logger())
+        writer = DirectWriter(processor, queue_max=cfg.api.write_queue_max, wait_s=1.0)
         ctx = api_context(cfg, store, keys, writer, processor, metrics, get_logger(), clock=clock)
         service = ApiService(ctx)
         tokens = make_tokens(store)

@@ -16,7 +16,7 @@ from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TextIO
+from typing import ClassVar, TextIO
 
 import iso8583
 import lmdb
@@ -32,7 +32,7 @@ from authsrv.server import Server
 from protocol.dialect import HOUSE_ASCII
 from protocol.framing import encode_frame
 from protocol.messages import encode_message
-from simulators.terminal import TerminalConnection
+from simulators.terminal import TerminalConnection, build_request
 
 CHAIN = "ACME"
 OTHER_CHAIN = "OTHER"
@@ -384,3 +384,37 @@ def exchange_in_process(proc: Processor, fields: Mapping[str, str]) -> dict[str,
         pending.done.set()
     answer, _ = iso8583.decode(proc.respond(pending), HOUSE_ASCII)
     return dict(answer)
+
+
+class InProcessTerminal:
+    """Requests sent to an in-process processor from a (terminal, store) site, each with the
+    next STAN at the clock's time; for test harnesses (dataclasses) that hold these fields."""
+
+    proc: Processor
+    clock: ManualClock
+    stan: int
+    requests: list[dict[str, str]]
+    site: ClassVar[tuple[str, str]] = ("T0000001", "S0001")
+
+    def send(
+        self,
+        op: str,
+        pan: str,
+        amount: int | None = None,
+        at: tuple[str, str] | None = None,
+        **kw: object,
+    ) -> dict[str, str]:
+        terminal, store = at or self.site
+        self.stan += 1
+        fields = build_request(
+            op,
+            terminal=terminal,
+            store=store,
+            pan=pan,
+            amount_minor=amount,
+            stan=f"{self.stan:06d}",
+            now=self.clock.at(),
+            **kw,  # type: ignore[arg-type]
+        )
+        self.requests.append(fields)
+        return exchange_in_process(self.proc, fields)

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import ClassVar
 
 import msgspec
 import pytest
@@ -41,8 +42,8 @@ from settlement.day import DayClock, DayIndex, current_open_day
 from settlement.ledger import clearing_records, write_day_files
 from settlement.net import build_net_report
 from settlement.reports import activity_report, summary_report
-from simulators.terminal import build_request
 from tests.helpers import (
+    InProcessTerminal,
     ManualClock,
     campaign_product,
     exchange_in_process,
@@ -69,7 +70,7 @@ Clock = ManualClock
 
 
 @dataclass
-class Host:
+class Host(InProcessTerminal):
     store: LedgerStore
     proc: Processor
     clock: Clock
@@ -79,27 +80,7 @@ class Host:
     logs: io.StringIO
     stan: int = 0
     requests: list[dict[str, str]] = field(default_factory=list)
-
-    def send(
-        self,
-        op: str,
-        pan: str,
-        amount: int | None = None,
-        at: tuple[str, str] = S,
-        **kw: object,
-    ) -> dict[str, str]:
-        self.stan += 1
-        fields = build_request(
-            op,
-            terminal=at[0],
-            store=at[1],
-            pan=pan,
-            amount_minor=amount,
-            stan=f"{self.stan:06d}",
-            now=self.clock.at(),
-            **kw,  # type: ignore[arg-type]
-        )
-        return self.exchange(fields)
+    site: ClassVar[tuple[str, str]] = S
 
     def issue(self, pan: str, purchase: int, at: tuple[str, str] = S) -> dict[str, str]:
         return self.send("activate", pan, purchase, at=at, overrides=ISSUE)

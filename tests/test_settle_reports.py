@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import ClassVar
 
 import msgspec
 import pytest
@@ -44,8 +45,13 @@ from settlement.reports import (
     liability_report,
     summary_report,
 )
-from simulators.terminal import build_request
-from tests.helpers import ManualClock, campaign_product, exchange_in_process, provision, read_pans
+from tests.helpers import (
+    InProcessTerminal,
+    ManualClock,
+    campaign_product,
+    provision,
+    read_pans,
+)
 
 OSLO = DayClock.of("04:00", "Europe/Oslo")
 HOUR_MS = 3_600_000
@@ -66,7 +72,7 @@ Clock = ManualClock
 
 
 @dataclass
-class Host:
+class Host(InProcessTerminal):
     store: LedgerStore
     proc: Processor
     clock: Clock
@@ -79,31 +85,10 @@ class Host:
     unsold: list[str]  # gift cards that expired in January 2024, never sold
     stan: int = 0
     requests: list[dict[str, str]] = field(default_factory=list)
+    site: ClassVar[tuple[str, str]] = S1
 
     def pans(self) -> list[str]:
         return self.gift + self.camp + self.short + self.short_camp + self.unsold
-
-    def send(
-        self,
-        op: str,
-        pan: str,
-        amount: int | None = None,
-        at: tuple[str, str] = S1,
-        **kw: object,
-    ) -> dict[str, str]:
-        self.stan += 1
-        fields = build_request(
-            op,
-            terminal=at[0],
-            store=at[1],
-            pan=pan,
-            amount_minor=amount,
-            stan=f"{self.stan:06d}",
-            now=self.clock.at(),
-            **kw,  # type: ignore[arg-type]
-        )
-        self.requests.append(fields)
-        return exchange_in_process(self.proc, fields)
 
     def ok(
         self,
