@@ -1,8 +1,18 @@
 """The LMDB ledger: one environment, named databases, typed records (DESIGN §2, §4).
 
-Resource handling: one ``lmdb.Environment`` per process, opened with ``sync`` so a commit returns
-only after the data is on disk. Write transactions are taken by the single writer (the server's
-group commit) or by an administrative command; LMDB's lock serialises them across processes.
+Resource handling: one ``lmdb.Environment`` per process. Write transactions are taken by the
+single writer (the server's group commit) or by an administrative command; LMDB's lock serialises
+them across processes. :meth:`LedgerStore.write` returns only after the transaction is on disk:
+
+- the commit writes the transaction's pages and syncs them (``sync``), then writes the meta page
+  that makes them current without waiting for it (``metasync=False``, LMDB's ``MDB_NOMETASYNC``:
+  integrity is kept, a crash at that point may undo the last transaction only), and releases
+  the write lock;
+- then, outside the lock, ``env.sync`` makes that meta page durable before the caller (and the
+  terminal waiting on the answer) is told of the commit.
+
+The second sync overlaps with the next writer's transaction (another worker process) instead of
+holding the lock: the lock is held for one sync per transaction, not two.
 
 Error handling: ``StoreFull`` when the map is exhausted (answered 91); anything else raised out of
 a write transaction aborts it whole.
@@ -748,6 +758,8 @@ class LedgerStore:
         # A store made by an older release lacks the databases added since: a writable open
         # adds them (empty), a read-only one reports them.
         self._dbs = self._open_dbs(create=not readonly)
+        if not readonly:
+            self.env.sync(True)  # databases an older release lacked, added just now
         with self.read() as led:
             version = led.meta("schema")
         if version != str(SCHEMA_VERSION).encode():
@@ -762,7 +774,8 @@ class LedgerStore:
                 max_dbs=MAX_DBS,
                 max_readers=MAX_READERS,
                 sync=True,
-                metasync=True,
+                # The meta page is synced by LedgerStore.write after the lock is released.
+                metasync=False,
                 readahead=False,
                 readonly=readonly,
                 lock=True,
@@ -798,6 +811,7 @@ class LedgerStore:
             txn.put(b"schema", str(SCHEMA_VERSION).encode(), db=meta)
             for name, block in key_blocks.items():
                 txn.put(name.encode(), block.encode(), db=keys)
+        env.sync(True)
         env.close()
         return cls(path, map_size_bytes=map_size_bytes)
 
@@ -818,6 +832,8 @@ class LedgerStore:
             raise StoreFull(
                 f"store at {self.path} is full; raise store.map_size_mib and restart"
             ) from None
+        # Committed and the write lock released: now the meta page (module docstring).
+        self.env.sync(True)
 
     def size_bytes(self) -> int:
         info = self.env.info()
