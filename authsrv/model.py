@@ -337,6 +337,9 @@ class Account(msgspec.Struct, frozen=True, array_like=True):
 
     unit: str
     balance_minor: int
+    # The last transfer that moved this account (0: none, or none since account chains began):
+    # the head of the account's history, which each transfer links back through (Transfer).
+    last_seq: int = 0
 
 
 class Posting(msgspec.Struct, frozen=True, array_like=True):
@@ -367,6 +370,10 @@ class Transfer(msgspec.Struct, frozen=True, kw_only=True):
     local_time: str = ""  # the terminal's fields 13 + 12: MMDDhhmmss ("" for host jobs)
     # A reversal: the transfer it gives back; a clawback: the issue it claws back (else 0).
     original_seq: int = 0
+    # The previous transfer of the debit and of the credit account (0: the account's first, or
+    # the first since account chains began): an account's history without an index to write.
+    debit_prev: int = 0
+    credit_prev: int = 0
 
 
 class AuditEntry(msgspec.Struct, frozen=True, kw_only=True):

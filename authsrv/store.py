@@ -20,6 +20,7 @@ a write transaction aborts it whole.
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -56,6 +57,9 @@ from protocol.reconciliation import Totals
 __all__ = ["Ledger", "LedgerStore", "StoreError", "StoreFull", "check_ledger"]
 
 SCHEMA_VERSION = 1
+# meta: the first transfer written with account chain links (a store made before them has
+# older transfers without links, indexed in card_journal instead).
+CHAINS_FROM = "account_chains_from"
 DBS = (
     "meta",
     "keys",
@@ -66,6 +70,8 @@ DBS = (
     "card_index",
     "accounts",
     "journal",
+    # card id + seq -> b"": each card's transfers, written by releases before account chains
+    # (Account.last_seq, Transfer.debit_prev/credit_prev) and read for those transfers only.
     "card_journal",
     "dupes",  # duplicate key -> DupRecord
     "dupes_by_time",  # at_ms + duplicate key -> b"" (pruning in time order)
@@ -363,9 +369,12 @@ class Ledger:
         local_time: str = "",
         original_seq: int = 0,
     ) -> Transfer:
-        """Apply one double-entry posting and journal it."""
+        """Apply one double-entry posting and journal it, linked into both accounts' chains
+        (the account records are written anyway: a history costs no index write)."""
         assert posting.amount_minor > 0, posting
         assert posting.debit != posting.credit, posting
+        seq = self.next_seq("transfer")
+        prev: list[int] = []
         for key, delta in (
             (posting.debit, -posting.amount_minor),
             (posting.credit, posting.amount_minor),
@@ -374,9 +383,9 @@ class Ledger:
             if acct is None:
                 acct = Account(posting.unit, 0)
             assert acct.unit == posting.unit, f"unit mismatch on {key}"
-            new = Account(acct.unit, acct.balance_minor + delta)
+            prev.append(acct.last_seq)
+            new = Account(acct.unit, acct.balance_minor + delta, seq)
             self.txn.put(key.encode(), _enc.encode(new), db=self.dbs.accounts)
-        seq = self.next_seq("transfer")
         transfer = Transfer(
             seq=seq,
             at_ms=at_ms,
@@ -393,12 +402,44 @@ class Ledger:
             approval=approval,
             local_time=local_time,
             original_seq=original_seq,
+            debit_prev=prev[0],
+            credit_prev=prev[1],
         )
         added = self.txn.put(_u64(seq), _enc.encode(transfer), db=self.dbs.journal, append=True)
         assert added, "journal sequence reused"
-        if card_id:
-            self.txn.put(_u64(card_id) + _u64(seq), b"", db=self.dbs.card_journal)
         return transfer
+
+    def account_transfers(self, key: str) -> Iterator[Transfer]:
+        """The transfers of account ``key`` written since account chains began, newest first
+        (one journal read each, following the links back)."""
+        acct = self.account(key)
+        seq = 0 if acct is None else acct.last_seq
+        while seq:
+            transfer = self.transfer(seq)
+            assert transfer is not None, f"account {key} links to a missing transfer {seq}"
+            yield transfer
+            seq = transfer.debit_prev if transfer.debit == key else transfer.credit_prev
+
+    def _legacy_card_seqs(self, card_id: int) -> list[bytes]:
+        """The journal keys of a card's transfers from before account chains, oldest first
+        (card_journal; empty in a store made since)."""
+        prefix = _u64(card_id)
+        cursor = self.txn.cursor(db=self.dbs.card_journal)
+        seqs: list[bytes] = []
+        if cursor.set_range(prefix):
+            for key in cursor.iternext(keys=True, values=False):
+                if not key.startswith(prefix):
+                    break
+                seqs.append(key[U64:])
+        return seqs
+
+    def _journal_entries(self, seqs: list[bytes]) -> list[Transfer]:
+        result = []
+        for seq in seqs:
+            raw = self.txn.get(seq, db=self.dbs.journal)
+            assert raw is not None, "card journal points to a missing transfer"
+            result.append(_dec_transfer.decode(raw))
+        return result
 
     # -- duplicates (DESIGN §5) --------------------------------------------------------------
     def dupe(self, key: bytes) -> DupRecord | None:
@@ -662,21 +703,16 @@ class Ledger:
             yield _dec_closed_batch.decode(raw)
 
     def card_history(self, card_id: int, limit: int) -> list[Transfer]:
-        """The newest ``limit`` transfers of one card, oldest first."""
-        prefix = _u64(card_id)
-        cursor = self.txn.cursor(db=self.dbs.card_journal)
-        seqs: list[bytes] = []
-        if cursor.set_range(prefix):
-            for key in cursor.iternext(keys=True, values=False):
-                if not key.startswith(prefix):
-                    break
-                seqs.append(key[U64:])
-        result = []
-        for seq in seqs[-limit:]:
-            raw = self.txn.get(seq, db=self.dbs.journal)
-            assert raw is not None, "card journal points to a missing transfer"
-            result.append(_dec_transfer.decode(raw))
-        return result
+        """The newest ``limit`` transfers of one card, oldest first: its purse account's chain,
+        then (a store from before account chains) the older ones from card_journal."""
+        if limit <= 0:
+            return []
+        newest = list(itertools.islice(self.account_transfers(card_account(card_id)), limit))
+        if len(newest) < limit:
+            older = self._legacy_card_seqs(card_id)[-(limit - len(newest)) :]
+            newest.extend(reversed(self._journal_entries(older)))
+        newest.reverse()
+        return newest
 
     # -- settlement jobs and reports ---------------------------------------------------------
     def cards_from(self, first_id: int, limit: int) -> list[Card]:
@@ -693,18 +729,12 @@ class Ledger:
     def card_first_transfers(self, card_id: int, limit: int) -> list[Transfer]:
         """The oldest ``limit`` transfers of one card, oldest first (``card_history`` gives the
         newest)."""
-        prefix = _u64(card_id)
-        cursor = self.txn.cursor(db=self.dbs.card_journal)
-        result: list[Transfer] = []
-        if limit > 0 and cursor.set_range(prefix):
-            for key in cursor.iternext(keys=True, values=False):
-                if not key.startswith(prefix):
-                    break
-                raw = self.txn.get(key[U64:], db=self.dbs.journal)
-                assert raw is not None, "card journal points to a missing transfer"
-                result.append(_dec_transfer.decode(raw))
-                if len(result) >= limit:
-                    break
+        if limit <= 0:
+            return []
+        result = self._journal_entries(self._legacy_card_seqs(card_id)[:limit])
+        if len(result) < limit:
+            chained = list(self.account_transfers(card_account(card_id)))
+            result.extend(reversed(chained[-(limit - len(result)) :]))
         return result
 
     # -- HTTP API: clients and card holders (docs/api.md) ------------------------------------
@@ -762,8 +792,12 @@ class LedgerStore:
             self.env.sync(True)  # databases an older release lacked, added just now
         with self.read() as led:
             version = led.meta("schema")
+            chains_from = led.meta(CHAINS_FROM)
         if version != str(SCHEMA_VERSION).encode():
             raise StoreError(f"store at {path} has schema {version!r}, expected {SCHEMA_VERSION}")
+        if chains_from is None and not readonly:
+            with self.write() as led:  # the first open by a release with account chains
+                led.put_meta(CHAINS_FROM, _u64(led.last_transfer_seq() + 1))
 
     @staticmethod
     def _open(path: Path, map_size_bytes: int, readonly: bool) -> Any:
@@ -858,10 +892,14 @@ def check_ledger(led: Ledger) -> list[str]:
     - per unit, all balances sum to zero;
     - every account's balance equals the sum of its journal transfers;
     - every card's purse account is in the card's product currency;
-    - every card's held total equals the sum of its open holds.
+    - every card's held total equals the sum of its open holds;
+    - every account's chain links each of its transfers to the one before (since chains began).
     """
     problems: list[str] = []
     from_journal: dict[str, int] = {}
+    last_of: dict[str, int] = {}  # account -> its latest transfer so far
+    raw = led.meta(CHAINS_FROM)
+    chains_from = int.from_bytes(raw, "big") if raw else led.last_transfer_seq() + 1
     last_seq = 0
     for t in led.journal():
         if t.seq != last_seq + 1:
@@ -871,6 +909,11 @@ def check_ledger(led: Ledger) -> list[str]:
             problems.append(f"transfer {t.seq} has a non-positive amount")
         from_journal[t.debit] = from_journal.get(t.debit, 0) - t.amount_minor
         from_journal[t.credit] = from_journal.get(t.credit, 0) + t.amount_minor
+        for key, prev in ((t.debit, t.debit_prev), (t.credit, t.credit_prev)):
+            before = last_of.get(key, 0)
+            if t.seq >= chains_from and prev != (before if before >= chains_from else 0):
+                problems.append(f"transfer {t.seq} links {key} to {prev}, not {before}")
+            last_of[key] = t.seq
     totals: dict[str, int] = {}
     seen: set[str] = set()
     for key, acct in led.accounts():
@@ -880,6 +923,9 @@ def check_ledger(led: Ledger) -> list[str]:
             problems.append(
                 f"account {key} balance {acct.balance_minor} != journal {from_journal.get(key, 0)}"
             )
+        last = last_of.get(key, 0)
+        if acct.last_seq != (last if last >= chains_from else 0):
+            problems.append(f"account {key} chain starts at {acct.last_seq}, not {last}")
     for key in from_journal.keys() - seen:
         problems.append(f"account {key} appears in the journal but has no balance record")
     for unit, total in sorted(totals.items()):

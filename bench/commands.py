@@ -557,7 +557,7 @@ def _run(args: argparse.Namespace) -> int:
                     "processes": workers if has_workers else 1,
                     "workers_option": has_workers,
                     "demo_mode": args.security == "none",
-                    "durability": "sync (every commit on disk before its answers: pages synced in the commit, meta page synced after it)",
+                    "durability": "sync (each commit on disk before its answers)",
                     "log_requests": args.log_requests,
                     "log": str(log) if temp is None else None,
                     "pids": pids,

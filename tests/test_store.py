@@ -96,11 +96,99 @@ def test_postings_keep_the_ledger_balanced(store: LedgerStore) -> None:
         assert [t.seq for t in led.card_history(1, 1)] == [2]
 
 
+def test_account_chains_give_each_accounts_transfers_without_an_index(
+    store: LedgerStore,
+) -> None:
+    sell_and_redeem(store)
+    with store.write() as led:
+        for n in range(4, 10):  # card 1 and card 2 alternate, through both stores
+            card = 1 + n % 2
+            post(led, Posting(card_account(card), S2, 100, EUR), "redeem", card, f"{n:06d}")
+    with store.read() as led:
+        assert check_ledger(led) == []
+        for key in (card_account(1), card_account(2), S1, S2):
+            moved = [t.seq for t in led.journal() if key in (t.debit, t.credit)]
+            assert [t.seq for t in led.account_transfers(key)] == moved[::-1], key
+        assert [t.seq for t in led.card_history(1, 50)] == [1, 2, 4, 6, 8]
+        assert [t.seq for t in led.card_history(1, 2)] == [6, 8]
+        assert [t.seq for t in led.card_first_transfers(1, 2)] == [1, 2]
+        assert [t.seq for t in led.card_first_transfers(2, 50)] == [3, 5, 7, 9]
+        assert list(led.txn.cursor(db=led.dbs.card_journal)) == []  # nothing indexed
+
+
+def test_a_store_from_before_account_chains_keeps_its_card_histories(
+    store: LedgerStore,
+) -> None:
+    """Transfers 1-3 as a release before account chains wrote them: no links, accounts without
+    a head, each card's transfers in card_journal; the store's first open since then marked
+    where the chains begin."""
+    with store.write() as led:
+        for seq, (debit, credit, amount, card) in enumerate(
+            [
+                (S1, card_account(1), 10_000, 1),
+                (card_account(1), S2, 2_500, 1),
+                (S1, card_account(2), 1_000, 2),
+            ],
+            start=1,
+        ):
+            old = Transfer(
+                seq=seq,
+                at_ms=AT_MS,
+                op="redeem",
+                debit=debit,
+                credit=credit,
+                amount_minor=amount,
+                unit=EUR,
+                card_id=card,
+                terminal_id="T0000001",
+                store_id="S0001",
+                stan=f"{seq:06d}",
+                rrn="",
+                approval="",
+            )
+            led.txn.put(_u64(seq), msgspec.msgpack.encode(old), db=led.dbs.journal)
+            led.txn.put(_u64(card) + _u64(seq), b"", db=led.dbs.card_journal)
+        for key, balance in (
+            (S1, -11_000),
+            (S2, 2_500),
+            (card_account(1), 7_500),
+            (card_account(2), 1_000),
+        ):
+            led.txn.put(
+                key.encode(), msgspec.msgpack.encode(Account(EUR, balance)), db=led.dbs.accounts
+            )
+        led.txn.put(b"seq:transfer", _u64(3), db=led.dbs.meta)
+        led.put_meta("account_chains_from", _u64(4))
+    with store.write() as led:
+        post(led, Posting(card_account(1), S2, 500, EUR), "redeem", 1, "000004")
+        post(led, Posting(card_account(1), S1, 500, EUR), "redeem", 1, "000005")
+    with store.read() as led:
+        assert check_ledger(led) == []
+        assert [t.seq for t in led.card_history(1, 50)] == [1, 2, 4, 5]
+        assert [t.seq for t in led.card_history(1, 3)] == [2, 4, 5]
+        assert [t.seq for t in led.card_first_transfers(1, 3)] == [1, 2, 4]
+        assert [t.seq for t in led.card_history(2, 50)] == [3]
+        assert led.transfer(4).credit_prev == 0  # S2's transfer 2 is from before the chains
+        assert led.transfer(5).debit_prev == 4
+
+
+def test_a_broken_account_chain_is_detected(store: LedgerStore) -> None:
+    sell_and_redeem(store)
+    with store.write() as led:
+        t = led.transfer(2)
+        assert t is not None and t.debit_prev == 1
+        broken = msgspec.structs.replace(t, debit_prev=0)
+        led.txn.put(_u64(2), msgspec.msgpack.encode(broken), db=led.dbs.journal)
+    with store.read() as led:
+        assert check_ledger(led) == [f"transfer 2 links {card_account(1)} to 0, not 1"]
+
+
 def test_a_changed_balance_is_detected(store: LedgerStore) -> None:
     sell_and_redeem(store)
     with store.write() as led:
         key = card_account(1)
-        led.txn.put(key.encode(), msgspec.msgpack.encode(Account(EUR, 7_501)), db=led.dbs.accounts)
+        changed = Account(EUR, 7_501, last_seq=2)
+        led.txn.put(key.encode(), msgspec.msgpack.encode(changed), db=led.dbs.accounts)
     with store.read() as led:
         assert check_ledger(led) == [
             "account card:000000000001:60 balance 7501 != journal 7500",
@@ -109,14 +197,19 @@ def test_a_changed_balance_is_detected(store: LedgerStore) -> None:
 
 
 def test_a_journal_gap_is_detected(store: LedgerStore) -> None:
-    """Transfer 3 moved to sequence 4: every balance still matches, only the gap is wrong."""
+    """Transfer 3 moved to sequence 4: every balance still matches; the gap is wrong, and the
+    accounts it moved point at where it was."""
     sell_and_redeem(store)
     with store.write() as led:
         raw = led.txn.pop(_u64(3), db=led.dbs.journal)
         moved = msgspec.structs.replace(msgspec.msgpack.decode(raw, type=Transfer), seq=4)
         led.txn.put(_u64(4), msgspec.msgpack.encode(moved), db=led.dbs.journal)
     with store.read() as led:
-        assert check_ledger(led) == ["journal gap after transfer 2"]
+        assert check_ledger(led) == [
+            "journal gap after transfer 2",
+            f"account {card_account(2)} chain starts at 3, not 4",
+            f"account {S1} chain starts at 3, not 4",
+        ]
 
 
 def test_a_failed_write_transaction_leaves_nothing(prov: Provisioned) -> None:
