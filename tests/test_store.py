@@ -168,8 +168,10 @@ def test_a_store_from_before_account_chains_keeps_its_card_histories(
         assert [t.seq for t in led.card_history(1, 3)] == [2, 4, 5]
         assert [t.seq for t in led.card_first_transfers(1, 3)] == [1, 2, 4]
         assert [t.seq for t in led.card_history(2, 50)] == [3]
-        assert led.transfer(4).credit_prev == 0  # S2's transfer 2 is from before the chains
-        assert led.transfer(5).debit_prev == 4
+        fourth, fifth = led.transfer(4), led.transfer(5)
+        assert fourth is not None and fifth is not None
+        assert fourth.credit_prev == 0  # S2's transfer 2 is from before the chains
+        assert fifth.debit_prev == 4
 
 
 def test_a_broken_account_chain_is_detected(store: LedgerStore) -> None:
