@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -60,6 +61,10 @@ SCHEMA_VERSION = 1
 # meta: the first transfer written with account chain links (a store made before them has
 # older transfers without links, indexed in card_journal instead).
 CHAINS_FROM = "account_chains_from"
+# meta: when the store's first open by a release with time-first duplicate keys happened, or 0
+# when it had no duplicate records then (a store made since): until a duplicate window after
+# it, a terminal's retransmission may find its record under the earlier key layout.
+DUP_KEYS_TIME_FIRST = "dup_keys_time_first_ms"
 DBS = (
     "meta",
     "keys",
@@ -792,12 +797,27 @@ class LedgerStore:
             self.env.sync(True)  # databases an older release lacked, added just now
         with self.read() as led:
             version = led.meta("schema")
-            chains_from = led.meta(CHAINS_FROM)
+            marked = led.meta(CHAINS_FROM) is not None and led.meta(DUP_KEYS_TIME_FIRST) is not None
         if version != str(SCHEMA_VERSION).encode():
             raise StoreError(f"store at {path} has schema {version!r}, expected {SCHEMA_VERSION}")
-        if chains_from is None and not readonly:
-            with self.write() as led:  # the first open by a release with account chains
+        if not marked and not readonly:
+            self._mark_layouts()
+
+    def _mark_layouts(self) -> None:
+        """The first writable open by a release with account chains and time-first duplicate
+        keys records where each began (what the store holds from before is read as it was)."""
+        with self.write() as led:
+            if led.meta(CHAINS_FROM) is None:
                 led.put_meta(CHAINS_FROM, _u64(led.last_transfer_seq() + 1))
+            if led.meta(DUP_KEYS_TIME_FIRST) is None:
+                since = time.time_ns() // 1_000_000 if led.dupes_count() else 0
+                led.put_meta(DUP_KEYS_TIME_FIRST, _u64(since))
+
+    def dup_keys_time_first_ms(self) -> int:
+        """When terminal duplicate keys became time-first in this store (0: always were)."""
+        with self.read() as led:
+            raw = led.meta(DUP_KEYS_TIME_FIRST)
+        return int.from_bytes(raw, "big") if raw else 0
 
     @staticmethod
     def _open(path: Path, map_size_bytes: int, readonly: bool) -> Any:

@@ -24,8 +24,8 @@ from authsrv.app import open_keys
 from authsrv.logs import configure_logging, get_logger
 from authsrv.metrics import Metrics
 from authsrv.model import CardState, HoldState, card_account
-from authsrv.processor import Outcome, Pending, Processor, build_response
-from authsrv.store import DBS, Ledger, LedgerStore, check_ledger
+from authsrv.processor import Outcome, Pending, Processor, build_response, legacy_dup_key
+from authsrv.store import DBS, DUP_KEYS_TIME_FIRST, Ledger, LedgerStore, check_ledger
 from protocol.cards import luhn_check_digit
 from protocol.messages import encode_message
 from protocol.tlv import decode_balances, encode_tlv
@@ -1110,3 +1110,53 @@ def test_exactly_once(env: Env, r: Row) -> None:
     blobs = [b for db in run.snapshot().values() for kv in db.items() for b in kv]
     for card, pan in env.pans.items():
         assert not any(pan.encode() in blob for blob in blobs), f"card {card} in the store"
+
+
+def test_records_from_before_time_first_keys_still_catch_retransmissions(env: Env) -> None:
+    """A store whose duplicate records a release before time-first keys wrote, (32, 41, 11, 7,
+    class): after the upgrade, within the duplicate window, a retransmission is replayed and a
+    reversal finds its original and marks it reversed under the key it has."""
+    r = Row(())
+    run = Run(env, r)
+    steps: list[Step] = [act(), redeem("r", 12_000, 38_000), redeem("q", 3_000, 35_000)]
+    for n, st in enumerate(steps):
+        run.step(n, st)
+    with env.store.write() as led:
+        moved = 0
+        for key, raw in list(led.txn.cursor(db=led.dbs.dupes)):
+            legacy = legacy_dup_key(key)
+            assert legacy is not None and legacy != key
+            at = led.dupe(key)
+            assert at is not None
+            led.txn.delete(key, db=led.dbs.dupes)
+            led.txn.delete(at.at_ms.to_bytes(8, "big") + key, db=led.dbs.dupes_by_time)
+            led.txn.put(legacy, raw, db=led.dbs.dupes)
+            led.txn.put(at.at_ms.to_bytes(8, "big") + legacy, b"", db=led.dbs.dupes_by_time)
+            moved += 1
+        assert moved == 3
+        led.put_meta(DUP_KEYS_TIME_FIRST, NOW_MS.to_bytes(8, "big"))
+    # A host started after the upgrade, on the same clock (the row's requests and answers kept).
+    run.proc = Run(env, r).proc
+    run.step(
+        3,
+        Send(
+            resend="r",
+            rc="00",
+            approved=12_000,
+            ledger=35_000,
+            replay=True,
+            same_as="r",
+            still=True,
+        ),
+    )
+    run.step(4, Send(tag="v", op="reverse", original="q", rc="00", ledger=38_000, journal=1))
+    run.step(5, Send(resend="v", rc="00", ledger=38_000, replay=True, same_as="v", still=True))
+    with env.store.read() as led:
+        assert check_ledger(led) == []
+        records = {k: led.dupe(k) for k in led.txn.cursor(db=led.dbs.dupes).iternext(values=False)}
+        # The activation and the two redeems stay in the earlier layout (a key that does not
+        # start with field 7); only the reversal is new, in the time-first one.
+        earlier = {k: d for k, d in records.items() if legacy_dup_key(k) is None}
+        assert len(earlier) == 3 and len(records) == 4
+        assert [d.op for d in records.values() if d is not None and d.reversed] == ["redeem"]
+        assert all(d is not None and not d.reversed for k, d in records.items() if k not in earlier)
