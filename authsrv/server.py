@@ -36,6 +36,7 @@ jobs wait at once, in slots of their own, so they never take the terminals' shar
 
 from __future__ import annotations
 
+import os
 import signal
 import ssl
 from collections.abc import Callable
@@ -176,6 +177,39 @@ def _handshake_reason(exc: trio.BrokenResourceError) -> tuple[str, str | None]:
         return _HANDSHAKE_REASONS.get(reason or "", "other"), reason
     # The transport broke: the peer reset or closed the connection mid-handshake.
     return "eof", None
+
+
+def _plain_socket(stream: trio.abc.Stream) -> int | None:
+    """The socket of a plain TCP connection, for the fast paths below (None: TLS)."""
+    return stream.socket.fileno() if isinstance(stream, trio.SocketStream) else None
+
+
+async def _receive_plain(fd: int) -> bytes:
+    """What a plain TCP connection has sent (b"" at its end), waiting for it first.
+
+    trio's ``receive_some`` tries a read before it waits, which on a terminal's connection
+    nearly always fails (a terminal sends its next request after the answer to the last one):
+    a system call and an exception per request saved. A connection closed by another task
+    raises ``trio.ClosedResourceError``; a reset, ``OSError``.
+    """
+    while True:
+        await trio.lowlevel.wait_readable(fd)
+        try:
+            return os.read(fd, RECEIVE_BYTES_MAX)
+        except BlockingIOError:
+            continue  # readable was a false alarm
+
+
+def _send_plain(fd: int, frame: bytes) -> int:
+    """Send what the socket takes at once (an answer nearly always fits), without trio's
+    checkpoints; the caller sends the rest with ``send_all``. A broken connection raises
+    ``trio.BrokenResourceError``, as ``send_all`` would."""
+    try:
+        return os.write(fd, frame)
+    except BlockingIOError:
+        return 0
+    except OSError as exc:
+        raise trio.BrokenResourceError(f"socket send failed: {exc.strerror}") from None
 
 
 class Server:
@@ -557,14 +591,18 @@ class Server:
     ) -> None:
         s = self.cfg.server
         reader = FrameReader(self.cfg.framing, s.frame_size_max_bytes)
+        fd = _plain_socket(stream)
         async with send:
             while True:
                 timeout_s = DRAIN_QUIET_S if self._draining else s.idle_timeout_s
                 with trio.move_on_after(timeout_s) as idle:
                     self._idle_scopes.add(idle)
                     try:
-                        data = await stream.receive_some(RECEIVE_BYTES_MAX)
-                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        if fd is None:
+                            data = await stream.receive_some(RECEIVE_BYTES_MAX)
+                        else:
+                            data = await _receive_plain(fd)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                         # The terminal reset the connection (e.g. it hung up after a
                         # time-out with an answer unread): this connection ends, no other.
                         closing.set("peer")
@@ -618,6 +656,7 @@ class Server:
         closing: _Closing,
     ) -> None:
         framing = self.cfg.framing
+        fd = _plain_socket(stream)
         try:
             async with recv:
                 async for pending in recv:
@@ -629,7 +668,10 @@ class Server:
                         self._closed(closing, "internal")
                         connection_scope.cancel()
                         return
-                    await stream.send_all(encode_frame(payload, framing))
+                    frame = encode_frame(payload, framing)
+                    sent = 0 if fd is None else _send_plain(fd, frame)
+                    if sent < len(frame):
+                        await stream.send_all(frame[sent:])
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             closing.set("peer")
             connection_scope.cancel()
