@@ -1,9 +1,12 @@
 """The terminal server: trio, one task pair per connection, one writer with group commit.
 
-Per connection a reader task splits frames and prepares requests, and a responder task answers
-them strictly in the order they were read. At most ``inflight_per_connection_max`` requests of a
-connection are between the two; when the window is full the reader stops reading and TCP pushes
-back on the terminal.
+Per connection a reader task splits frames and prepares requests; they are answered strictly in
+the order they were read, by whoever completes the request at the head of the connection's
+queue: the reader itself (an answer known at once: a format error, a failed MAC), or the writer
+task right after a batch's commit, which writes the answers straight to a plain TCP socket. A
+sender task per connection sends what the socket did not take at once, and every answer of a
+TLS connection. At most ``inflight_per_connection_max`` + 1 requests of a connection wait to be
+answered; when the window is full the reader stops reading and TCP pushes back on the terminal.
 
 The writer takes everything that arrived while the previous commit ran, up to
 ``batch_size_max``, decides it in one LMDB write transaction in a worker thread and commits with
@@ -39,6 +42,7 @@ from __future__ import annotations
 import os
 import signal
 import ssl
+from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
@@ -115,6 +119,46 @@ class _Closing:
     def set(self, cause: str) -> None:
         if self.cause is None:
             self.cause = cause
+
+
+class _Connection:
+    """One terminal connection: its requests waiting to be answered, in the order read, and
+    the answers its socket has not taken yet. Used by the event loop's tasks only."""
+
+    __slots__ = (
+        "closed",
+        "closing",
+        "fd",
+        "idle",
+        "out",
+        "queue",
+        "scope",
+        "sender",
+        "sending",
+        "space",
+        "stream",
+    )
+
+    def __init__(self, stream: trio.abc.Stream, closing: _Closing) -> None:
+        self.stream = stream
+        self.closing = closing
+        self.fd = _plain_socket(stream)  # None: TLS, every answer goes through the sender
+        self.queue: deque[Pending] = deque()
+        self.out = bytearray()  # answers for the sender task to send, in order
+        self.sending = False  # the sender task is inside send_all
+        self.closed = False  # no answer may be written any more (the socket may be reused)
+        self.scope = trio.CancelScope()  # the connection's tasks
+        self.sender = trio.lowlevel.ParkingLot()  # the sender waits here for output
+        self.space = trio.lowlevel.ParkingLot()  # the reader waits here while the window is full
+        self.idle = trio.lowlevel.ParkingLot()  # the handler waits here for the last answer
+
+    @property
+    def answered(self) -> bool:
+        return not self.queue and not self.out and not self.sending
+
+
+# A request on its way to the writer, with the connection its answer goes to.
+_Queued = tuple[_Connection, Pending]
 
 
 class WriterStopped(Exception):
@@ -249,7 +293,7 @@ class Server:
         self._writer_closed = False
         self._jobs_running: list[WriteJob] = []
         self._services: list[Service] = []
-        self._writer_send, self._writer_recv = trio.open_memory_channel[Pending | WriteJob](
+        self._writer_send, self._writer_recv = trio.open_memory_channel[_Queued | WriteJob](
             queue_max + cfg.api.write_queue_max
         )
 
@@ -411,7 +455,7 @@ class Server:
                                 self.processor.sweep, abandon_on_cancel=False
                             )
                             next_sweep = trio.current_time() + sweep_every_s
-                        first: Pending | WriteJob | None = None
+                        first: _Queued | WriteJob | None = None
                         with trio.move_on_at(next_sweep):
                             try:
                                 first = await self._writer_recv.receive()
@@ -431,11 +475,14 @@ class Server:
         finally:
             done.set()
 
-    async def _process(self, items: list[Pending | WriteJob]) -> None:
-        """One batch of requests (one transaction), then the jobs (one transaction each)."""
-        batch = [item for item in items if isinstance(item, Pending)]
+    async def _process(self, items: list[_Queued | WriteJob]) -> None:
+        """One batch of requests (one transaction), then the jobs (one transaction each).
+        Once a batch has committed, its answers are written here, connection by connection,
+        without waking a task per request."""
+        queued = [item for item in items if not isinstance(item, WriteJob)]
         jobs = [item for item in items if isinstance(item, WriteJob)]
-        if batch:
+        if queued:
+            batch = [pending for _conn, pending in queued]
             outcomes = await trio.to_thread.run_sync(
                 self.processor.process_batch, batch, abandon_on_cancel=False
             )
@@ -443,6 +490,8 @@ class Server:
             for pending, outcome in zip(batch, outcomes, strict=True):
                 pending.outcome = outcome
                 pending.done.set()
+            for conn in dict.fromkeys(conn for conn, _pending in queued):
+                self._answer(conn)
         if jobs:
             self._jobs_running = jobs
             await trio.to_thread.run_sync(self._run_jobs, jobs, abandon_on_cancel=False)
@@ -535,13 +584,19 @@ class Server:
         self.metrics.connections.inc()
         self.metrics.connections_total.inc()
         closing = _Closing()
+        conn: _Connection | None = None
         try:
             if isinstance(stream, trio.SSLStream) and not await self._handshake(stream, closing):
                 return
-            send, recv = trio.open_memory_channel[Pending](s.inflight_per_connection_max)
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._respond, stream, recv, nursery.cancel_scope, closing)
-                await self._read(stream, send, closing)
+            conn = _Connection(stream, closing)
+            with conn.scope:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._send_out, conn)
+                    await self._read(conn)
+                    # Every request read is answered before the connection closes.
+                    while not conn.answered:
+                        await conn.idle.park()
+                    nursery.cancel_scope.cancel()  # the sender's wait
         except* (trio.BrokenResourceError, trio.ClosedResourceError):
             closing.set("peer")
         except* Exception:
@@ -550,6 +605,8 @@ class Server:
             self.log.exception("connection_failed")
             closing.set("internal")
         finally:
+            if conn is not None:
+                conn.closed = True
             self._open -= 1
             self.metrics.connections.dec()
             # "eof": the terminal closed it; "drain": the host's stop ended it.
@@ -586,92 +643,128 @@ class Server:
         self.log.warning("tls_handshake_failed", reason=reason, ssl_reason=ssl_reason)
         return False
 
-    async def _read(
-        self, stream: trio.abc.Stream, send: trio.MemorySendChannel[Pending], closing: _Closing
-    ) -> None:
+    async def _read(self, conn: _Connection) -> None:
         s = self.cfg.server
         reader = FrameReader(self.cfg.framing, s.frame_size_max_bytes)
-        fd = _plain_socket(stream)
-        async with send:
-            while True:
-                timeout_s = DRAIN_QUIET_S if self._draining else s.idle_timeout_s
-                with trio.move_on_after(timeout_s) as idle:
-                    self._idle_scopes.add(idle)
-                    try:
-                        if fd is None:
-                            data = await stream.receive_some(RECEIVE_BYTES_MAX)
-                        else:
-                            data = await _receive_plain(fd)
-                    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                        # The terminal reset the connection (e.g. it hung up after a
-                        # time-out with an answer unread): this connection ends, no other.
-                        closing.set("peer")
-                        return
-                    finally:
-                        self._idle_scopes.discard(idle)
-                if idle.cancelled_caught:
-                    if self._draining:
-                        closing.set("drain")
-                    else:
-                        self._closed(closing, "idle", buffered=reader.buffered)
-                    return
-                if not data:
-                    return
+        stream, fd, closing, queue = conn.stream, conn.fd, conn.closing, conn.queue
+        # The requests a connection may have waiting for their answers (see __init__).
+        window = s.inflight_per_connection_max + 1
+        while True:
+            timeout_s = DRAIN_QUIET_S if self._draining else s.idle_timeout_s
+            with trio.move_on_after(timeout_s) as idle:
+                self._idle_scopes.add(idle)
                 try:
-                    # bytes() of bytes is the same object; an SSLStream is typed bytearray too.
-                    frames = reader.feed(bytes(data))
-                except FrameError as exc:
-                    self._closed(closing, "frame", reason=exc.reason)
+                    if fd is None:
+                        data = await stream.receive_some(RECEIVE_BYTES_MAX)
+                    else:
+                        data = await _receive_plain(fd)
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                    # The terminal reset the connection (e.g. it hung up after a
+                    # time-out with an answer unread): this connection ends, no other.
+                    closing.set("peer")
                     return
-                for frame in frames:
-                    try:
-                        pending = self.processor.prepare(frame)
-                    except Unreadable as exc:
-                        self._closed(closing, "unreadable", reason=str(exc))
-                        return
-                    except Exception:
-                        # A parsing bug must not take the host down: close this connection
-                        # and log the error (the traceback holds no message bytes).
-                        self.log.exception("prepare_failed")
-                        self._closed(closing, "internal")
-                        return
-                    # Waits while the window is full: TCP back-pressure on the terminal.
-                    await send.send(pending)
-                    if pending.needs_writer:
-                        # Never blocks: the writer queue holds every window (see __init__).
-                        self._writer_send.send_nowait(pending)
-                if reader.error is not None:
-                    self._closed(closing, "frame", reason=reader.error.reason)
+                finally:
+                    self._idle_scopes.discard(idle)
+            if idle.cancelled_caught:
+                if self._draining:
+                    closing.set("drain")
+                else:
+                    self._closed(closing, "idle", buffered=reader.buffered)
+                return
+            if not data:
+                return
+            try:
+                # bytes() of bytes is the same object; an SSLStream is typed bytearray too.
+                frames = reader.feed(bytes(data))
+            except FrameError as exc:
+                self._closed(closing, "frame", reason=exc.reason)
+                return
+            for frame in frames:
+                if conn.closed:
+                    return  # an answer could not be given (see _fail): read nothing more
+                try:
+                    pending = self.processor.prepare(frame)
+                except Unreadable as exc:
+                    self._closed(closing, "unreadable", reason=str(exc))
                     return
+                except Exception:
+                    # A parsing bug must not take the host down: close this connection
+                    # and log the error (the traceback holds no message bytes).
+                    self.log.exception("prepare_failed")
+                    self._closed(closing, "internal")
+                    return
+                # Waits while the window is full: TCP back-pressure on the terminal.
+                while len(queue) >= window:
+                    await conn.space.park()
+                queue.append(pending)
+                if pending.needs_writer:
+                    # Never blocks: the writer queue holds every window (see __init__).
+                    self._writer_send.send_nowait((conn, pending))
+                else:
+                    self._answer(conn)
+            if reader.error is not None:
+                self._closed(closing, "frame", reason=reader.error.reason)
+                return
 
     def _closed(self, closing: _Closing, cause: str, **details: Any) -> None:
         closing.set(cause)
         self.log.warning("connection_closed", cause=cause, **details)
 
-    async def _respond(
-        self,
-        stream: trio.abc.Stream,
-        recv: trio.MemoryReceiveChannel[Pending],
-        connection_scope: trio.CancelScope,
-        closing: _Closing,
-    ) -> None:
+    def _answer(self, conn: _Connection) -> None:
+        """Answer the finished requests at the head of ``conn``'s queue, in order: build, log
+        and count each (``Processor.respond``), then write them to a plain socket at once, or
+        leave them to the connection's sender (TLS, a socket that did not take them all, or
+        answers before them still being sent)."""
+        queue = conn.queue
+        if conn.closed or not queue or not queue[0].done.is_set():
+            return
         framing = self.cfg.framing
-        fd = _plain_socket(stream)
-        try:
-            async with recv:
-                async for pending in recv:
-                    await pending.done.wait()
-                    try:
-                        payload = self.processor.respond(pending)
-                    except Exception:
-                        self.log.exception("respond_failed")
-                        self._closed(closing, "internal")
-                        connection_scope.cancel()
-                        return
-                    frame = encode_frame(payload, framing)
-                    sent = 0 if fd is None else _send_plain(fd, frame)
-                    if sent < len(frame):
-                        await stream.send_all(frame[sent:])
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            closing.set("peer")
-            connection_scope.cancel()
+        frames = []
+        while queue and queue[0].done.is_set():
+            pending = queue.popleft()
+            try:
+                frames.append(encode_frame(self.processor.respond(pending), framing))
+            except Exception:
+                self.log.exception("respond_failed")
+                self._fail(conn, "internal")
+                return
+        conn.space.unpark_all()
+        data = frames[0] if len(frames) == 1 else b"".join(frames)
+        sent = 0
+        if conn.fd is not None and not conn.out and not conn.sending:
+            try:
+                sent = _send_plain(conn.fd, data)
+            except trio.BrokenResourceError:
+                self._fail(conn, "peer")
+                return
+        if sent < len(data):
+            conn.out += data[sent:]
+            conn.sender.unpark_all()
+        elif conn.answered:
+            conn.idle.unpark_all()
+
+    def _fail(self, conn: _Connection, cause: str) -> None:
+        """End a connection from outside its tasks (the writer answering it found it broken)."""
+        if cause == "internal":
+            self._closed(conn.closing, cause)
+        else:
+            conn.closing.set(cause)
+        conn.closed = True
+        conn.queue.clear()
+        conn.scope.cancel()
+
+    async def _send_out(self, conn: _Connection) -> None:
+        """The connection's sender: what the socket did not take at once, and every answer of a
+        TLS connection, in order."""
+        while True:
+            while not conn.out:
+                await conn.sender.park()
+            data = bytes(conn.out)
+            conn.out.clear()
+            conn.sending = True
+            try:
+                await conn.stream.send_all(data)
+            finally:
+                conn.sending = False
+            if conn.answered:
+                conn.idle.unpark_all()

@@ -172,16 +172,19 @@ async def tls_connect(port: int, ctx: ssl.SSLContext) -> trio.SSLStream[trio.Soc
     return trio.SSLStream(tcp, ctx, server_hostname="127.0.0.1")
 
 
-async def receive_frame(stream: trio.abc.Stream, reader: FrameReader) -> bytes | None:
-    """The next ISO 8583 payload, or None when the host closed the connection first."""
-    frames: list[bytes] = []
-    while not frames:
+async def receive_frame(
+    stream: trio.abc.Stream, reader: FrameReader, ready: list[bytes] | None = None
+) -> bytes | None:
+    """The next ISO 8583 payload, or None when the host closed the connection first. Answers
+    may arrive several in one read: ``ready`` keeps those not returned yet (a caller that
+    reads more than one answer passes the same list each time)."""
+    ready = [] if ready is None else ready
+    while not ready:
         data = await stream.receive_some(65_536)
         if not data:
             return None
-        frames = reader.feed(bytes(data))
-    assert len(frames) == 1
-    return frames[0]
+        ready.extend(reader.feed(bytes(data)))
+    return ready.pop(0)
 
 
 async def exchange(stream: trio.abc.Stream, fields: Mapping[str, str]) -> dict[str, str]:
@@ -479,18 +482,18 @@ async def test_drain_answers_tls_requests_and_closes_every_connection(
         silent = await trio.open_tcp_stream("127.0.0.1", h.port)  # no ClientHello, ever
         stream = await tls_connect(h.port, client_context(pki))
         async with silent, stream:
-            reader = FrameReader(Framing.BINARY2, 9999)
+            reader, ready = FrameReader(Framing.BINARY2, 9999), list[bytes]()
             with trio.fail_after(STEP_TIMEOUT_S):
                 await stream.send_all(
                     b"".join(
                         encode_frame(encode_message(_echo(f"{i:06d}"))) for i in range(1, count + 1)
                     )
                 )
-                first = await receive_frame(stream, reader)
+                first = await receive_frame(stream, reader, ready)
             h.host.server.request_stop()
             stopped = trio.current_time()
             with trio.fail_after(STEP_TIMEOUT_S):
-                rest = [await receive_frame(stream, reader) for _ in range(count - 1)]
+                rest = [await receive_frame(stream, reader, ready) for _ in range(count - 1)]
                 assert await stream.receive_some(10) == b""
                 assert await read_until_closed(silent) == b""
             # The handshake-less connection is cut with the quiet readers, not after the
