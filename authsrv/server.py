@@ -286,7 +286,7 @@ class Server:
         self._listeners: list[trio.SocketListener] = []
         self._tls = tls_context(cfg.server) if cfg.server.tls else None
         self._idle_scopes: set[trio.CancelScope] = set()
-        # Every connection holds at most its window plus the request its responder waits on.
+        # Every connection has at most its window (inflight_per_connection_max + 1) waiting.
         queue_max = cfg.server.connections_max * (cfg.server.inflight_per_connection_max + 1)
         # Write jobs wait in slots of their own on top of that (see run_job).
         self._job_slots = trio.Semaphore(cfg.api.write_queue_max)
