@@ -52,6 +52,10 @@ NEAR_ECHO_SHARE = 0.7
 # of the target.
 LATE_SHARE_MAX = 0.05  # the timers wake in whole milliseconds: a few late sends are normal
 OFFERED_SHORT_SHARE = 0.97
+# Below this share of approvals (00, 10) the figures are mostly of declines, which skip the
+# ledger work (a host without demo mode answers terminals that have no keys 63).
+APPROVED_SHARE_MIN = 0.9
+APPROVED = ("00", "10")
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,6 +266,15 @@ def warnings_for(report: dict[str, Any]) -> list[str]:
             )
         if section["client_failures"]:
             out.append(f"{what}: " + "; ".join(section["client_failures"]))
+        answered = sum(section["rc"].values())
+        approved = sum(section["rc"].get(rc, 0) for rc in APPROVED)
+        if name == "result" and answered and approved < APPROVED_SHARE_MIN * answered:
+            out.append(
+                f"{what}: only {approved / answered:.0%} of the answers approved "
+                f"({section['rc']}): the figures are mostly of declines, which skip the ledger "
+                "work (63: the host is not in demo mode and the terminals have no keys; use "
+                "--security, or the bench's own host)"
+            )
     result = report.get("result")
     if result:
         if result["replays_differing"]:

@@ -16,7 +16,7 @@ from psec import tr31
 from bench.commands import _parse_mix
 from bench.generator import REDEEM_AMOUNTS
 from bench.provision import BENCH_PIN, PAN_LEN, PREFIX, BenchError, CardNumbers
-from bench.report import parse_slo, render_text
+from bench.report import parse_slo, render_text, warnings_for
 from bench.security import KEYS_FILE, KeyChangeError, Sealer, TerminalKeyset
 from bench.wire import (
     HEADER_LEN,
@@ -300,6 +300,43 @@ def test_bad_slo(text: str) -> None:
 
 def _luhn_runs(blob: bytes) -> list[bytes]:
     return [m for m in DIGIT_RUN.findall(blob) if luhn_valid(m.decode())]
+
+
+def _run_section(rc: dict[str, int]) -> dict[str, Any]:
+    """A main-run section of a report as the bench writes it, quiet in every other way."""
+    return {
+        "generator": {"per_client": [{"client": 0, "cpu_cores": 0.2}], "cpu_cores": 0.2},
+        "server_cpu_cores": 0.8,
+        "machine": {"other_cores": 0.0, "steal_cores": 0.0, "busiest_others": []},
+        "target_rate_per_s": 1000.0,
+        "offered_rate_per_s": 1000.0,
+        "sent": sum(rc.values()),
+        "errors": 0,
+        "timeouts": 0,
+        "client_failures": [],
+        "replays_differing": 0,
+        "rc": rc,
+    }
+
+
+@pytest.mark.parametrize(
+    ("rc", "warned"),
+    [
+        ({"00": 950, "51": 50}, False),
+        ({"00": 900, "10": 20, "51": 80}, False),
+        ({"63": 1000}, True),
+        ({"00": 500, "14": 500}, True),
+    ],
+)
+def test_a_run_mostly_of_declines_is_flagged(rc: dict[str, int], warned: bool) -> None:
+    """A host answering the bench's terminals 63 (not in demo mode, no keys) is fast because it
+    does no ledger work: the report says so instead of passing it off as authorizations."""
+    # The echo baseline's answers are the requests sent back: never flagged.
+    echo = _run_section({"echo": 1000})
+    report = {"machine": {"cores": 2}, "result": _run_section(rc), "echo": echo}
+    flagged = [w for w in warnings_for(report) if "of the answers approved" in w]
+    assert len(flagged) == int(warned)
+    assert all(w.startswith("main run: only") for w in flagged)
 
 
 def test_smoke_run_on_a_small_store(tmp_path: Path) -> None:
