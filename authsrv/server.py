@@ -1,4 +1,4 @@
-"""The terminal server: trio, one task pair per connection, one writer with group commit.
+"""The terminal server: trio, a reader and a sender task per connection, one group-commit writer.
 
 Per connection a reader task splits frames and prepares requests; they are answered strictly in
 the order they were read, by whoever completes the request at the head of the connection's
