@@ -872,7 +872,15 @@ def dup_key(req: Request) -> bytes:
     the duplicate B-tree instead of on one page per terminal: fewer pages to write and sync.
     """
     acquirer = (req.acquirer or "").zfill(11)
-    return f"{req.transmission}|{acquirer}|{req.terminal_id}|{req.stan}|{req.mti_class}".encode()
+    return _stored_key(req.transmission, acquirer, req.terminal_id, req.stan, req.mti_class)
+
+
+def _stored_key(
+    transmission: str, acquirer: str, terminal: str, stan: str, mti_class: str
+) -> bytes:
+    """The one place the stored layout of a terminal's duplicate key is written down
+    (``legacy_dup_key`` turns it into the earlier one)."""
+    return f"{transmission}|{acquirer}|{terminal}|{stan}|{mti_class}".encode()
 
 
 def _legacy_dupe(led: Ledger, key: bytes) -> tuple[bytes, DupRecord | None]:
@@ -889,7 +897,7 @@ def _original_key(req: Request) -> bytes:
     """The duplicate key of the request that field 90 names (same terminal)."""
     o = req.original
     assert o is not None
-    return f"{o.transmission}|{o.acquirer}|{req.terminal_id}|{o.stan}|{o.mti[:3]}0".encode()
+    return _stored_key(o.transmission, o.acquirer, req.terminal_id, o.stan, o.mti[:3] + "0")
 
 
 def legacy_dup_key(key: bytes) -> bytes | None:

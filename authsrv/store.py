@@ -282,6 +282,11 @@ class Ledger:
         raw: bytes | None = self.txn.get(name.encode(), db=self.dbs.meta)
         return raw
 
+    def meta_u64(self, name: str) -> int | None:
+        """A meta value stored as an unsigned 64-bit integer (None: not stored)."""
+        raw = self.meta(name)
+        return None if raw is None else int.from_bytes(raw, "big")
+
     def put_meta(self, name: str, value: bytes) -> None:
         self.txn.put(name.encode(), value, db=self.dbs.meta)
 
@@ -816,8 +821,7 @@ class LedgerStore:
     def dup_keys_time_first_ms(self) -> int:
         """When terminal duplicate keys became time-first in this store (0: always were)."""
         with self.read() as led:
-            raw = led.meta(DUP_KEYS_TIME_FIRST)
-        return int.from_bytes(raw, "big") if raw else 0
+            return led.meta_u64(DUP_KEYS_TIME_FIRST) or 0
 
     @staticmethod
     def _open(path: Path, map_size_bytes: int, readonly: bool) -> Any:
@@ -918,8 +922,7 @@ def check_ledger(led: Ledger) -> list[str]:
     problems: list[str] = []
     from_journal: dict[str, int] = {}
     last_of: dict[str, int] = {}  # account -> its latest transfer so far
-    raw = led.meta(CHAINS_FROM)
-    chains_from = int.from_bytes(raw, "big") if raw else led.last_transfer_seq() + 1
+    chains_from = led.meta_u64(CHAINS_FROM) or led.last_transfer_seq() + 1
     last_seq = 0
     for t in led.journal():
         if t.seq != last_seq + 1:

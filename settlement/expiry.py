@@ -173,8 +173,7 @@ def expire_cards_in(led: Ledger, now_ms: int, batch_max: int = BATCH_MAX_DEFAULT
     """One step of the host's sweep inside the caller's write transaction (the writer's
     periodic sweep): from where the last step stopped, and the position saved for the next.
     """
-    raw = led.meta(CURSOR_META)
-    first_id = int.from_bytes(raw, "big") if raw else 0
+    first_id = led.meta_u64(CURSOR_META) or 0
     res, next_id = expire_step(led, now_ms, first_id, batch_max)
     if next_id != first_id:  # a store with fewer cards than a step is left untouched
         led.put_meta(CURSOR_META, next_id.to_bytes(U64, "big"))
