@@ -13,11 +13,12 @@ value was created under (docs/products.md).
 from __future__ import annotations
 
 import calendar
-import dataclasses
 import enum
+import functools
 import hmac
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+
+import msgspec
 
 from authsrv.model import (
     CARD_ACCOUNT_PREFIX,
@@ -37,7 +38,7 @@ from authsrv.model import (
     store_account,
 )
 from protocol.cards import luhn_valid
-from protocol.messages import Request
+from protocol.messages import Request, transmission_ms
 from protocol.reconciliation import Totals
 
 __all__ = [
@@ -104,8 +105,7 @@ STATE_RC: dict[CardState, str] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class CardContext:
+class CardContext(msgspec.Struct, frozen=True):
     card: Card
     product: Product
     ledger_minor: int
@@ -125,8 +125,7 @@ class PinCheck(enum.Enum):
     NOT_SET = "not_set"  # a PIN block, but the card has no PIN yet
 
 
-@dataclass(frozen=True, slots=True)
-class Context:
+class Context(msgspec.Struct, frozen=True):
     """What the engine may know about a request, read in the write transaction.
 
     ``original`` is the record of the request a 0220/0400/0420 names in field 90 (None when
@@ -148,8 +147,7 @@ class Context:
     original_day_closed: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(msgspec.Struct, frozen=True):
     rc: str
     op: str
     approved_minor: int | None = None
@@ -212,10 +210,16 @@ def card_expired(expiry_yymm: str, now_ms: int) -> bool:
     >>> card_expired("2610", 1795000000000)
     True
     """
+    return now_ms > _expiry_end_ms(expiry_yymm)
+
+
+@functools.lru_cache(maxsize=4096)
+def _expiry_end_ms(expiry_yymm: str) -> int:
+    """The last millisecond of an expiry month (a card's YYMM; no card number)."""
     year, month = 2000 + int(expiry_yymm[:2]), int(expiry_yymm[2:])
     last_day = calendar.monthrange(year, month)[1]
     end = datetime(year, month, last_day, 23, 59, 59, 999000, tzinfo=UTC)
-    return now_ms > int(end.timestamp() * 1000)
+    return int(end.timestamp() * 1000)
 
 
 def _day_end_ms(yyyymmdd: str) -> int:
@@ -306,10 +310,11 @@ def decide(req: Request, ctx: Context) -> Decision:
         return _decide_reversal(req, op, ctx)
     if op in ("completion", "advice"):
         return _decide_advice(req, op, ctx)
-    if req.mti_class in ("0100", "0200"):
-        sent_ms = int(req.transmission_at(_dt(ctx.now_ms)).timestamp() * 1000)
-        if abs(sent_ms - ctx.now_ms) > ctx.skew_ms_max:
-            return Decision("12", op)
+    if (
+        req.mti_class in ("0100", "0200")
+        and abs(transmission_ms(req.transmission, ctx.now_ms) - ctx.now_ms) > ctx.skew_ms_max
+    ):
+        return Decision("12", op)
     if req.from_account not in MONEY_ACCOUNT_TYPES:
         return Decision("12", op)
     if req.pan is None:
@@ -332,8 +337,7 @@ def _decide_reconcile(req: Request, op: str, ctx: Context) -> Decision:
     return Decision("00" if in_balance else "95", op, batch_totals=host)
 
 
-@dataclass(frozen=True, slots=True)
-class BatchEntry:
+class BatchEntry(msgspec.Struct, frozen=True):
     """What one decision adds to its terminal's open batch."""
 
     kind: str  # credits, credit_reversals, debits, debit_reversals
@@ -399,7 +403,7 @@ def _decide_card(req: Request, op: str, ctx: Context) -> Decision:
     if refused is not None:
         return refused
     decision = _decide_amount(req, op, store, cc, now_ms)
-    return decision if tries is None else dataclasses.replace(decision, pin_tries=tries)
+    return decision if tries is None else msgspec.structs.replace(decision, pin_tries=tries)
 
 
 def _check_pin(
@@ -510,7 +514,7 @@ def _issue(op: str, store: Store, cc: CardContext, purchase: int, now_ms: int) -
     assert value <= product.balance_max_minor, "validation keeps max value within max balance"
     state = CardState.AWAITING_ACTIVATION if product.online_activation else CardState.ACTIVE
     decision = _approve(op, cc, value, purchase, state, _credit_card(card, store, product, value))
-    return dataclasses.replace(
+    return msgspec.structs.replace(
         decision,
         loaded_minor=value,
         value_expiry=issue_expiry(product, card, now_ms),

@@ -10,12 +10,12 @@ the answer is built from the request and the outcome, logged (masked) and counte
 from __future__ import annotations
 
 import calendar
+import functools
 import hmac
 import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -971,8 +971,14 @@ def _record(
 
 def _rrn(seq: int, now_ms: int) -> str:
     """Host-assigned retrieval reference: YDDDHH + 6-digit sequence (12 characters)."""
-    t = datetime.fromtimestamp(now_ms / 1000, tz=UTC)
-    return f"{t.year % 10}{t.timetuple().tm_yday:03d}{t.hour:02d}{seq % 1_000_000:06d}"
+    return f"{_rrn_prefix(now_ms // 3_600_000)}{seq % 1_000_000:06d}"
+
+
+@functools.lru_cache(maxsize=4)
+def _rrn_prefix(hour: int) -> str:
+    """YDDDHH of the UTC hour ``hour`` (hours since the epoch): one per hour, not per request."""
+    t = time.gmtime(hour * 3600)
+    return f"{t.tm_year % 10}{t.tm_yday:03d}{t.tm_hour:02d}"
 
 
 def _masked(req: Request) -> str | None:

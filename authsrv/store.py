@@ -175,6 +175,12 @@ class Ledger:
         self._stores: dict[str, Store | None] = {}
         self._products: dict[str, Product | None] = {}
         self._versions: dict[tuple[str, int], Product | None] = {}
+        # Records a batch reads again and again (a store's account on every redeem there, a
+        # terminal's open batch), decoded once per transaction. Every write goes through
+        # this class and updates them: they are never older than the transaction.
+        self._accounts: dict[str, Account | None] = {}
+        self._batches: dict[bytes, OpenBatch | None] = {}
+        self._held: dict[int, int] = {}
 
     # -- reference data ---------------------------------------------------------------------
     def product(self, product_id: str) -> Product | None:
@@ -353,8 +359,13 @@ class Ledger:
 
     # -- accounts and journal ---------------------------------------------------------------
     def account(self, key: str) -> Account | None:
-        raw = self.txn.get(key.encode(), db=self.dbs.accounts)
-        return None if raw is None else _dec_account.decode(raw)
+        try:
+            return self._accounts[key]
+        except KeyError:
+            raw = self.txn.get(key.encode(), db=self.dbs.accounts)
+            acct = None if raw is None else _dec_account.decode(raw)
+            self._accounts[key] = acct
+            return acct
 
     def balance(self, key: str) -> int:
         acct = self.account(key)
@@ -396,6 +407,7 @@ class Ledger:
             prev.append(acct.last_seq)
             new = Account(acct.unit, acct.balance_minor + delta, seq)
             self.txn.put(key.encode(), _enc.encode(new), db=self.dbs.accounts)
+            self._accounts[key] = new
         transfer = Transfer(
             seq=seq,
             at_ms=at_ms,
@@ -457,13 +469,15 @@ class Ledger:
         return None if raw is None else _dec_dup.decode(raw)
 
     def put_dupe(self, key: bytes, record: DupRecord) -> None:
-        """Store or replace the record of ``key``; the time index follows its first store."""
-        old = self.txn.get(key, db=self.dbs.dupes)
-        if old is None:
+        """Store or replace the record of ``key``; the time index follows its first store.
+        One put when the key is new (a request's own record nearly always is)."""
+        value = _enc.encode(record)
+        if self.txn.put(key, value, db=self.dbs.dupes, overwrite=False):
             self.txn.put(_u64(record.at_ms) + key, b"", db=self.dbs.dupes_by_time)
-        else:
-            assert _dec_dup.decode(old).at_ms == record.at_ms, "a duplicate record moved in time"
-        self.txn.put(key, _enc.encode(record), db=self.dbs.dupes)
+            return
+        old = self.txn.get(key, db=self.dbs.dupes)
+        assert _dec_dup.decode(old).at_ms == record.at_ms, "a duplicate record moved in time"
+        self.txn.put(key, value, db=self.dbs.dupes)
 
     def prune_dupes(self, before_ms: int, limit: int) -> int:
         """Delete up to ``limit`` records stored before ``before_ms``, oldest first."""
@@ -491,8 +505,13 @@ class Ledger:
         return None if raw is None else _dec_hold.decode(raw)
 
     def held(self, card_id: int) -> int:
-        raw = self.txn.get(_u64(card_id), db=self.dbs.card_held)
-        return 0 if raw is None else int.from_bytes(raw, "big", signed=True)
+        try:
+            return self._held[card_id]
+        except KeyError:
+            raw = self.txn.get(_u64(card_id), db=self.dbs.card_held)
+            total = 0 if raw is None else int.from_bytes(raw, "big", signed=True)
+            self._held[card_id] = total
+            return total
 
     def _add_held(self, card_id: int, delta: int) -> None:
         total = self.held(card_id) + delta
@@ -503,6 +522,7 @@ class Ledger:
             )
         else:
             self.txn.delete(_u64(card_id), db=self.dbs.card_held)
+        self._held[card_id] = total
 
     def place_hold(self, hold: Hold) -> None:
         assert hold.state is HoldState.OPEN and hold.amount_minor > 0
@@ -666,16 +686,21 @@ class Ledger:
         return f"{terminal_id}:{currency}".encode()
 
     def open_batch(self, terminal_id: str, currency: str) -> OpenBatch | None:
-        raw = self.txn.get(self._batch_key(terminal_id, currency), db=self.dbs.batches)
-        return None if raw is None else _dec_open_batch.decode(raw)
+        key = self._batch_key(terminal_id, currency)
+        try:
+            return self._batches[key]
+        except KeyError:
+            raw = self.txn.get(key, db=self.dbs.batches)
+            batch = None if raw is None else _dec_open_batch.decode(raw)
+            self._batches[key] = batch
+            return batch
 
     def add_to_batch(
         self, terminal_id: str, currency: str, kind: str, amount_minor: int, at_ms: int
     ) -> OpenBatch:
-        """Count one money-moving transaction in the terminal's open batch (one get, one put)."""
-        key = self._batch_key(terminal_id, currency)
-        raw = self.txn.get(key, db=self.dbs.batches)
-        if raw is None:
+        """Count one money-moving transaction in the terminal's open batch (one put)."""
+        batch = self.open_batch(terminal_id, currency)
+        if batch is None:
             batch = OpenBatch(
                 terminal_id=terminal_id,
                 currency=currency,
@@ -683,14 +708,17 @@ class Ledger:
                 totals=Totals().add(kind, amount_minor),
             )
         else:
-            batch = _dec_open_batch.decode(raw)
             batch = msgspec.structs.replace(batch, totals=batch.totals.add(kind, amount_minor))
+        key = self._batch_key(terminal_id, currency)
         self.txn.put(key, _enc.encode(batch), db=self.dbs.batches)
+        self._batches[key] = batch
         return batch
 
     def close_batch(self, closed: ClosedBatch) -> None:
         """Record a closed batch and start the terminal's next one (in that currency) at zero."""
-        self.txn.delete(self._batch_key(closed.terminal_id, closed.currency), db=self.dbs.batches)
+        open_key = self._batch_key(closed.terminal_id, closed.currency)
+        self.txn.delete(open_key, db=self.dbs.batches)
+        self._batches[open_key] = None
         key = f"{closed.terminal_id}:{closed.batch_number}:".encode() + _u64(closed.seq)
         added = self.txn.put(key, _enc.encode(closed), db=self.dbs.batches_closed, overwrite=False)
         assert added, "closed batch sequence reused"

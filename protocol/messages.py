@@ -9,6 +9,7 @@ raises :class:`Unreadable` and the connection is closed.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -159,6 +160,43 @@ def transmission_datetime(mmddhhmmss: str, now: datetime) -> datetime:
             best = candidate
     assert best is not None  # validation allows only dates that exist in a leap year
     return best
+
+
+def transmission_ms(mmddhhmmss: str, now_ms: int) -> int:
+    """:func:`transmission_datetime` in epoch milliseconds, from ``now_ms``. The engine's
+    skew check runs it on every request, inside the write transaction: when the date falls
+    within half a year of ``now`` in this year, that year is the nearest (any other is a
+    year away) and integer arithmetic gives it; otherwise, and for 29 February, the full
+    search does.
+
+    >>> transmission_ms("1122153012", 1795392000000)  # 2026-11-23 00:00 UTC
+    1795361412000
+    """
+    month, day = int(mmddhhmmss[0:2]), int(mmddhhmmss[2:4])
+    if not (month == 2 and day == 29):
+        at = _days_from_civil(time.gmtime(now_ms // 1000).tm_year, month, day) * 86_400_000 + (
+            int(mmddhhmmss[4:6]) * 3_600_000
+            + int(mmddhhmmss[6:8]) * 60_000
+            + int(mmddhhmmss[8:10]) * 1000
+        )
+        if abs(at - now_ms) <= _HALF_YEAR_MS:
+            return at
+    now = datetime.fromtimestamp(now_ms / 1000, tz=UTC)
+    return int(transmission_datetime(mmddhhmmss, now).timestamp() * 1000)
+
+
+_HALF_YEAR_MS = 182 * 86_400_000
+
+
+def _days_from_civil(year: int, month: int, day: int) -> int:
+    """Days from 1970-01-01 to a date of the proleptic Gregorian calendar (H. Hinnant's
+    ``days_from_civil``)."""
+    year -= month <= 2
+    era = year // 400
+    yoe = year - era * 400
+    doy = (153 * (month + (-3 if month > 2 else 9)) + 2) // 5 + day - 1
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    return era * 146_097 + doe - 719_468
 
 
 def decode_fields(frame: bytes) -> dict[str, str]:

@@ -6,9 +6,10 @@ layer; contexts are records written by hand; the clock is fixed.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
 
 import msgspec
 import pytest
@@ -50,6 +51,16 @@ BAD_LUHN_PAN = PAN[:-1] + str((int(PAN[-1]) + 1) % 10)
 CARD_ID = 7
 CARD_ACC = card_account(CARD_ID)
 STORE_ACC = store_account("S0001", EUR)
+
+
+T = TypeVar("T")
+
+
+def replace(obj: T, **changes: Any) -> T:
+    """A copy with ``changes``: the engine's records are msgspec structs, Totals a dataclass."""
+    if isinstance(obj, msgspec.Struct):
+        return msgspec.structs.replace(obj, **changes)
+    return dataclasses.replace(obj, **changes)  # type: ignore[type-var]
 
 
 product = gift_product  # the suite's gift product (tests/helpers.py)

@@ -13,6 +13,8 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import keys
 import protocol
@@ -28,6 +30,7 @@ from protocol.messages import (
     parse_request,
     response_mti,
     transmission_datetime,
+    transmission_ms,
 )
 from protocol.tlv import (
     Balance,
@@ -592,6 +595,36 @@ def _utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0, s: int
 )
 def test_transmission_datetime(field7: str, now: datetime, expected: datetime) -> None:
     assert transmission_datetime(field7, now) == expected
+
+
+def _ms(at: datetime) -> int:
+    return int(at.timestamp() * 1000)
+
+
+@pytest.mark.parametrize(
+    ("field7", "now"),
+    [
+        ("1231235959", _utc(2027, 1, 1)),  # the year behind, at the new year
+        ("0101000000", _utc(2026, 12, 31, 23, 59, 59)),  # the year ahead
+        ("0229120000", _utc(2026, 11, 22)),  # 29 February: the full search
+        ("0521120000", _utc(2026, 11, 22)),  # half a year off: the full search
+        ("1122153012", _utc(2026, 11, 22, 15, 30, 12)),
+    ],
+)
+def test_transmission_ms_matches_the_datetime(field7: str, now: datetime) -> None:
+    assert transmission_ms(field7, _ms(now)) == _ms(transmission_datetime(field7, now))
+
+
+@given(
+    at=st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(2199, 12, 31)),
+    now_ms=st.integers(min_value=_ms(_utc(1972, 1, 1)), max_value=_ms(_utc(2199, 1, 1))),
+)
+def test_transmission_ms_is_the_datetime_in_milliseconds(at: datetime, now_ms: int) -> None:
+    """The engine's integer form picks the same year as the datetime search, for any field 7
+    against any clock (property test)."""
+    field7 = at.strftime("%m%d%H%M%S")
+    now = datetime.fromtimestamp(now_ms / 1000, tz=UTC)
+    assert transmission_ms(field7, now_ms) == _ms(transmission_datetime(field7, now))
 
 
 # -- docs that run (STYLE §7) ------------------------------------------------------------------

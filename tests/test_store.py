@@ -16,7 +16,17 @@ from psec import tr31
 
 from authsrv.admin import AdminError, issue_cards, register_card
 from authsrv.app import open_keys, open_store
-from authsrv.model import Account, CardState, Posting, Transfer, card_account, store_account
+from authsrv.model import (
+    Account,
+    CardState,
+    ClosedBatch,
+    Hold,
+    HoldState,
+    Posting,
+    Transfer,
+    card_account,
+    store_account,
+)
 from authsrv.store import Ledger, LedgerStore, StoreError, StoreFull, check_ledger
 from keys import KeyStore, KeyStoreError, check_value, load_kek, new_key_blocks
 from protocol.cards import luhn_check_digit
@@ -94,6 +104,66 @@ def test_postings_keep_the_ledger_balanced(store: LedgerStore) -> None:
         ]
         assert [t.seq for t in led.card_history(1, 50)] == [1, 2]
         assert [t.seq for t in led.card_history(1, 1)] == [2]
+
+
+def test_records_read_again_in_a_transaction_are_the_ones_it_wrote(store: LedgerStore) -> None:
+    """The ledger keeps the accounts, open batches and held totals it has read for the rest
+    of its transaction: every read after a write sees the write, inside it and after it."""
+    with store.write() as led:
+        assert led.balance(card_account(1)) == 0  # read (absent) before it is first written
+        assert led.open_batch("T0000001", EUR) is None
+        assert led.held(1) == 0
+        post(led, Posting(S1, card_account(1), 10_000, EUR), "activate")
+        post(led, Posting(card_account(1), S2, 2_500, EUR), "redeem", stan="000002")
+        assert led.balance(card_account(1)) == 7_500
+        assert led.balance(S1) == -10_000
+        acct = led.account(card_account(1))
+        assert acct is not None and acct.last_seq == 2
+        led.add_to_batch("T0000001", EUR, "debits", 2_500, AT_MS)
+        led.add_to_batch("T0000001", EUR, "debits", 500, AT_MS)
+        batch = led.open_batch("T0000001", EUR)
+        assert batch is not None and batch.totals.debits_minor == 3_000
+        totals = batch.totals
+        led.close_batch(
+            ClosedBatch(
+                seq=1,
+                terminal_id="T0000001",
+                store_id="S0001",
+                currency=EUR,
+                batch_number="000001",
+                rc="00",
+                opened_ms=AT_MS,
+                closed_ms=AT_MS,
+                stan="000003",
+                host=totals,
+                terminal=totals,
+                terminal_net_minor=totals.net_minor,
+                difference={},
+            )
+        )
+        assert led.open_batch("T0000001", EUR) is None
+        led.add_to_batch("T0000001", EUR, "credits", 100, AT_MS)
+        hold = Hold(
+            id=1,
+            card_id=1,
+            amount_minor=700,
+            placed_ms=AT_MS,
+            expires_ms=AT_MS + 1,
+            state=HoldState.OPEN,
+            original_key=b"k",
+        )
+        led.place_hold(hold)
+        assert led.held(1) == 700
+        led.close_hold(hold, HoldState.EXPIRED)
+        assert led.held(1) == 0
+        led.place_hold(msgspec.structs.replace(hold, id=2, amount_minor=300))
+    with store.read() as led:
+        assert led.balance(card_account(1)) == 7_500
+        assert led.held(1) == 300
+        batch = led.open_batch("T0000001", EUR)
+        assert batch is not None and batch.totals.credits_minor == 100
+        assert batch.totals.debits_minor == 0
+        assert check_ledger(led) == []
 
 
 def test_account_chains_give_each_accounts_transfers_without_an_index(
