@@ -27,6 +27,8 @@ DEFAULT_STORES = 8
 DEFAULT_SEED = 1
 DEFAULT_BALANCE_MINOR = 50_000  # 500.00 on every card
 CLIENTS_MAX = 64
+# --stages: about what each commit of two workers carries at 64 terminals (docs/performance.md).
+DEFAULT_STAGE_BATCH = 18
 INFLIGHT_MAX = 64  # open loop, per connection (the host reads 16 ahead; the rest waits in TCP)
 
 
@@ -166,6 +168,21 @@ def add_bench_parser(sub: Any, add: Callable[..., argparse.ArgumentParser]) -> N
         help="instead of authorizations: fill one business day to RECORDS clearing records "
         "(the cards' activations, then redeems, loads, refunds, reversals posted to the "
         "ledger), close it, and time writing and verifying its clearing files",
+    )
+    o.add_argument(
+        "--stages",
+        type=int,
+        default=None,
+        metavar="REQUESTS",
+        help="instead of a load run: send REQUESTS requests of the workload through the "
+        "host's code in this process, without sockets, and report the CPU of each stage "
+        "(prepare, decide, commit, respond) per request",
+    )
+    o.add_argument(
+        "--batch-size",
+        type=int,
+        default=DEFAULT_STAGE_BATCH,
+        help=f"--stages: requests per write transaction ({DEFAULT_STAGE_BATCH})",
     )
     o.add_argument("--json", action="store_true", help="the report as JSON on stdout")
     o.add_argument(
@@ -346,6 +363,8 @@ def _run(args: argparse.Namespace) -> int:
     _check_args(args)
     if args.clearing is not None:
         return _clearing(args)
+    if args.stages is not None:
+        return _stages(args, _parse_mix(args.mix))
     mix = _parse_mix(args.mix)
     hot_requests, hot_cards = _parse_hot(args)
     try:
@@ -648,6 +667,68 @@ def _clearing(args: argparse.Namespace) -> int:
             f"CSV {r['csv_bytes']:,} bytes\n"
             f"  peak RSS of the bench         {r['rss_max_mib']:8.1f} MiB\n"
         )
+    return EXIT_OK
+
+
+def _stages(args: argparse.Namespace, mix: dict[str, float]) -> int:
+    """``--stages REQUESTS``: the CPU of each stage of the host's path, without sockets."""
+    from bench.generator import Workload
+    from bench.provision import BenchError, CardNumbers, provision
+    from bench.report import cores_available
+    from bench.stages import run_stages
+
+    if not 1 <= args.stages <= 10_000_000:
+        raise BenchError("--stages must be between 1 and 10000000 requests")
+    if not 1 <= args.batch_size <= 10_000:
+        raise BenchError("--batch-size must be between 1 and 10000 requests")
+    if args.port is not None or args.security != "none":
+        raise BenchError("--stages runs the host's code in the bench: no --port, no --security")
+    layout = _layout(args, args.terminals)
+    hot_requests, hot_cards = _parse_hot(args)
+    workload = Workload(
+        mix=mix,
+        hot_requests=hot_requests,
+        hot_cards=hot_cards,
+        retransmit_share=args.retransmit_share,
+        seed=layout.seed,
+    )
+    temp = Path(tempfile.mkdtemp(prefix="authsrv-bench-")) if args.data is None else None
+    store = temp / "store" if temp is not None else args.data
+    try:
+        numbers = CardNumbers(layout.seed, layout.cards)
+        _say(f"bench store {store}: {layout.cards:,} cards, {layout.terminals} terminals")
+        provision(store, layout, numbers)
+        _say(f"{args.stages:,} requests through the host's stages, {args.batch_size} per commit")
+        costs = run_stages(
+            store, layout, numbers, workload, args.stages, args.batch_size, args.log_requests
+        )
+    finally:
+        if temp is not None:
+            shutil.rmtree(temp, ignore_errors=True)
+    out: dict[str, Any] = {
+        "bench": {"mode": "stages", "cards": layout.cards, "seed": layout.seed, "mix": mix},
+        "machine": {"cores": cores_available()},
+        "result": costs.as_dict(),
+    }
+    if args.json:
+        sys.stdout.write(json.dumps(out, indent=2) + "\n")
+        return EXIT_OK
+    r = costs.as_dict()
+    cpu = r["cpu_us_per_request"]
+    sys.stdout.write(
+        f"host stages without sockets: {r['requests']:,} requests, {r['batches']:,} commits "
+        f"of up to {r['batch_size']} ({cores_available()} cores)\n"
+        f"  prepare   {cpu['prepare']:7.1f} µs CPU per request (reader: decode, validation, "
+        "card hash, duplicate key)\n"
+        f"  decide    {cpu['decide']:7.1f} µs (in the write transaction: duplicate check, "
+        "engine, ledger)\n"
+        f"  commit    {cpu['commit']:7.1f} µs ({r['commit_ms_per_batch']:.2f} ms per commit "
+        "with both syncs)\n"
+        f"  respond   {cpu['respond']:7.1f} µs (answer built, encoded, logged, counted)\n"
+        f"  total     {cpu['total']:7.1f} µs; a load run's host CPU per authorization adds the "
+        "network path\n"
+        f"  answers   {', '.join(f'{k} {v:,}' for k, v in r['rc'].items())}\n"
+    )
     return EXIT_OK
 
 
