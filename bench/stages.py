@@ -31,14 +31,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.generator import Workload, _Sent, _Terminal
+from bench.generator import REDEEMS, Workload, _Sent, _Terminal
 from bench.provision import CardNumbers, Layout, map_size_mib_for
 from bench.wire import Clock
 
 __all__ = ["StageCosts", "run_stages"]
 
 FRAME_HEADER_LEN = 2  # the generator's frames carry the 2-byte length header
-REDEEMS = ("redeem",)
 WARMUP_BATCHES = 20  # before the measured requests
 
 
