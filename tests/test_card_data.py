@@ -5,9 +5,14 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
+from datetime import UTC, datetime
 from pathlib import Path
 
-from authsrv.logs import configure_logging, get_logger, mask_text
+from hypothesis import given
+from hypothesis import strategies as st
+
+from authsrv.logs import _Clock, configure_logging, get_logger, info_line, mask_text
 from simulators.terminal import build_request
 from tests.helpers import Provisioned, RawClient, run_cli, running_host, scan_for
 
@@ -80,3 +85,51 @@ def test_log_processor_masks_card_numbers_in_any_field() -> None:
     assert (
         mask_text("rrn 632610000001 amount 000000012000") == "rrn 632610000001 amount 000000012000"
     )
+
+
+def _line_without_time(text: str) -> tuple[dict[str, object], str]:
+    line = json.loads(text)
+    return line, line.pop("timestamp")
+
+
+def test_request_line_is_structlogs_line_and_masks_as_it_does() -> None:
+    """``info_line`` (the request log's path past structlog's chain) writes what
+    ``get_logger().info`` writes: same keys, same order, same masking, same timestamp shape."""
+    fields: dict[str, object] = {
+        "mti": "0200",
+        "card": "card 6036281234567890 swiped",
+        "nested": {"t2": "6036281234567890=2912101"},
+        "amount_minor": 1234,
+        "approved_minor": None,
+        "latency_ms": 1.5,
+        "replayed": True,
+    }
+    stream = io.StringIO()
+    configure_logging("info", stream)
+    get_logger().info("request", **fields)
+    info_line("request", fields)
+    by_structlog, by_fast = stream.getvalue().splitlines()
+    assert "6036281234567890" not in stream.getvalue()
+    (expected, _stamp), (got, stamp) = map(_line_without_time, (by_structlog, by_fast))
+    assert list(got.items()) == list(expected.items())
+    assert got["card"] == "card 603628******7890 swiped"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?Z", stamp), stamp
+
+
+def test_request_line_follows_the_log_level() -> None:
+    stream = io.StringIO()
+    configure_logging("warning", stream)
+    info_line("request", {"mti": "0200"})
+    get_logger().info("request", mti="0200")
+    assert stream.getvalue() == ""
+    configure_logging("info", stream)
+    info_line("request", {"mti": "0200"})
+    assert json.loads(stream.getvalue())["event"] == "request"
+
+
+@given(st.integers(min_value=0, max_value=4_102_444_800 * 10**9))  # 1970 to 2100
+def test_log_timestamps_are_structlogs_iso_utc(ns: int) -> None:
+    """The once-a-second formatting gives what ``TimeStamper(fmt="iso", utc=True)`` gives:
+    datetime's ISO form, microseconds left out when they are zero, "Z" for UTC."""
+    when = datetime.fromtimestamp(ns // 10**9, tz=UTC).replace(microsecond=ns // 1000 % 10**6)
+    assert _Clock().at(ns) == when.isoformat().replace("+00:00", "Z")
