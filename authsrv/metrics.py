@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
@@ -46,6 +47,9 @@ class Metrics:
             ["mti", "rc"],
             registry=r,
         )
+        # requests.labels(mti, rc) per answer costs about 1.3 µs more than its child kept here.
+        # As many entries as the counter has label sets (request MTIs times response codes).
+        self._requests_by: dict[tuple[str, str], Any] = {}
         self.latency = Histogram(
             "authsrv_request_duration_seconds",
             "From the last byte of a request read to its answer written",
@@ -229,6 +233,13 @@ class Metrics:
             ["bucket"],
             registry=r,
         )
+
+    def count_request(self, mti: str, rc: str) -> None:
+        """One answered request: ``requests.labels(mti, rc).inc()``."""
+        child = self._requests_by.get((mti, rc))
+        if child is None:
+            child = self._requests_by[(mti, rc)] = self.requests.labels(mti, rc)
+        child.inc()
 
     def watch_store_size(self, size_fn: Callable[[], float], map_size_bytes: int) -> None:
         if self.store_size is not None and self.store_map_size is not None:

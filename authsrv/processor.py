@@ -32,6 +32,7 @@ from authsrv.engine import (
     duplicate_verdict,
     operation_of,
 )
+from authsrv.logs import info_line
 from authsrv.metrics import Metrics
 from authsrv.model import (
     PURSE_MONEY,
@@ -84,6 +85,8 @@ RRN_CLASSES = frozenset({"0100", "0200", "0220", "0400", "0420"})
 ORIGINAL_CLASSES = frozenset({"0220", "0400", "0420"})
 # Decisions not remembered: the request changed nothing and may be sent again corrected.
 NOT_REMEMBERED = frozenset({"03", "30", "63", "91", "94"})
+# The fields an answer echoes, per MTI class (built once, not per answer).
+_ECHOED_BY_CLASS = {cls: (*ECHOED, *extra) for cls, extra in ECHOED_BY_CLASS.items()}
 MAC_HEX_LEN = 16
 TRANSMISSION_LEN = 10  # field 7, MMDDhhmmss
 MTI_CLASS_LEN = 4
@@ -285,7 +288,7 @@ class Processor:
             if pending.outcome.decision.field44 is not None:
                 self.metrics.format_errors.labels(pending.outcome.decision.field44[:3]).inc()
         latency_s = (time.perf_counter_ns() - pending.received_ns) / 1e9
-        self.metrics.requests.labels(pending.mti, rc).inc()
+        self.metrics.count_request(pending.mti, rc)
         if rc in ("55", "75"):
             self.metrics.pin_failures.labels(rc).inc()
         self.metrics.latency.observe(latency_s)
@@ -311,37 +314,38 @@ class Processor:
             assert pending.error is not None
             f = pending.error_fields
             pan = f.get("2", "")
-            self.log.info(
+            info_line(
                 "request",
-                mti=pending.mti,
-                rc=rc,
-                card=mask_pan(pan) if pan.isdigit() else None,
-                terminal=f.get("41"),
-                store=f.get("42"),
-                stan=f.get("11"),
-                field44=pending.error.field44,
-                latency_ms=round(latency_s * 1000, 3),
+                {
+                    "mti": pending.mti,
+                    "rc": rc,
+                    "card": mask_pan(pan) if pan.isdigit() else None,
+                    "terminal": f.get("41"),
+                    "store": f.get("42"),
+                    "stan": f.get("11"),
+                    "field44": pending.error.field44,
+                    "latency_ms": round(latency_s * 1000, 3),
+                },
             )
             return
         assert out is not None
         d = out.decision
-        # "replayed" only on a replay, so that ordinary lines stay short.
-        extra = {"replayed": True} if out.replayed else {}
-        self.log.info(
-            "request",
-            mti=req.mti,
-            proc=req.proc,
-            op=d.op,
-            rc=rc,
-            terminal=req.terminal_id,
-            store=req.store_id,
-            stan=req.stan,
-            card=out.card_masked or _masked(req),
-            amount_minor=req.amount_minor,
-            approved_minor=d.approved_minor,
-            latency_ms=round(latency_s * 1000, 3),
-            **extra,
-        )
+        line = {
+            "mti": req.mti,
+            "proc": req.proc,
+            "op": d.op,
+            "rc": rc,
+            "terminal": req.terminal_id,
+            "store": req.store_id,
+            "stan": req.stan,
+            "card": out.card_masked or _masked(req),
+            "amount_minor": req.amount_minor,
+            "approved_minor": d.approved_minor,
+            "latency_ms": round(latency_s * 1000, 3),
+        }
+        if out.replayed:
+            line["replayed"] = True  # only on a replay, so that ordinary lines stay short
+        info_line("request", line)
 
     def _format_error_response(self, pending: Pending) -> bytes:
         assert pending.error is not None
@@ -990,7 +994,7 @@ def build_response(req: Request, out: Outcome) -> dict[str, str]:
     d = out.decision
     fields = req.fields
     resp: dict[str, str] = {"t": response_mti(req.mti)}
-    for key in (*ECHOED, *ECHOED_BY_CLASS.get(req.mti_class, ())):
+    for key in _ECHOED_BY_CLASS.get(req.mti_class, ECHOED):
         if key in fields:
             resp[key] = fields[key]
     if (
@@ -1040,6 +1044,7 @@ def _issue_receipt(loaded_minor: int, currency: str, code: str | None) -> str:
     return text + ", ACTIVATE ONLINE WITH CODE" if code is not None else text
 
 
+@functools.lru_cache(maxsize=256)  # expiry months in use: a few dozen; one answer each
 def _expiry_date(expiry: str) -> str:
     """The card's last valid day YYYYMMDD: a YYMM expiry month's last day, or a value expiry
     day as it is."""

@@ -1,4 +1,4 @@
-"""The processor's batch: a full store answers the whole batch 91 and changes nothing."""
+"""The processor: a full store answers the batch 91 and changes nothing; answers are counted."""
 
 from __future__ import annotations
 
@@ -125,3 +125,16 @@ def test_broken_invariant_aborts_the_batch(
     finally:
         store.close()
     assert store_snapshot(provisioned.data) == before
+
+
+def test_requests_are_counted_per_mti_and_response_code() -> None:
+    metrics = Metrics()
+    for mti, rc in [("0200", "00"), ("0200", "51"), ("0200", "00"), ("0100", "00")]:
+        metrics.count_request(mti, rc)
+
+    def count(mti: str, rc: str) -> float | None:
+        labels = {"mti": mti, "rc": rc}
+        return metrics.registry.get_sample_value("authsrv_requests_total", labels)
+
+    assert (count("0200", "00"), count("0200", "51"), count("0100", "00")) == (2.0, 1.0, 1.0)
+    assert count("0100", "51") is None
