@@ -25,6 +25,7 @@ from protocol.errors import FormatError
 from protocol.framing import FrameError, FrameReader, Framing, encode_frame
 from protocol.messages import (
     Unreadable,
+    check_fields,
     decode_fields,
     encode_message,
     parse_request,
@@ -125,6 +126,33 @@ def test_parse_request_of_a_full_0200() -> None:
     assert r.partial_ok
     assert (r.pan, r.expiry) == (PAN, "2912")
     assert PAN not in repr(r)
+
+
+@pytest.mark.parametrize(
+    ("bad", "field", "reason"),
+    [
+        ({"4": "00000000125X"}, 4, "not numeric"),  # a digits-only field
+        ({"11": "00012 "}, 11, "not numeric"),
+        ({"3": "009900"}, 3, "bad account type"),  # a field with its own check
+        ({"4": "00000000125X", "3": "009900"}, 3, "bad account type"),  # the lowest first
+        ({"39": "00"}, 39, "not allowed"),  # a response field in a request
+        ({"4": "00000000125X", "39": "00"}, 4, "not numeric"),
+    ],
+)
+@pytest.mark.parametrize("order", ["bitmap", "reversed"])
+def test_check_fields_names_the_lowest_bad_field(
+    bad: dict[str, str], field: int, reason: str, order: str
+) -> None:
+    """Fields in bitmap order (a decoded message) and in any other order (built by the HTTP API
+    or an import) are checked alike: the lowest bad field is the one named."""
+    fields = {**FULL_0200, **bad}
+    if order == "reversed":
+        fields = dict(reversed(fields.items()))
+    else:
+        fields = dict(sorted(fields.items(), key=lambda kv: int(kv[0]) if kv[0].isdigit() else -1))
+    with pytest.raises(FormatError) as info:
+        check_fields(fields)
+    assert (info.value.field, info.value.reason) == (field, reason)
 
 
 def test_parse_request_of_a_repeat_reversal() -> None:
