@@ -127,10 +127,13 @@ def info_line(event: str, fields: Mapping[str, Any]) -> None:
     keys in the same order, level, timestamp and card-data masking, to the same stream.
 
     For the line every request writes: it skips structlog's processor chain (about 9 µs down to
-    3). Other events go through structlog.
+    4). Other events go through structlog.
     """
     writer = _Lines.writer
-    if writer is None or not _Lines.info:
+    if writer is None:  # logging not configured here: structlog's defaults decide
+        structlog.get_logger("authsrv").info(event, **fields)
+        return
+    if not _Lines.info:
         return
     line = {key: _mask_value(value) for key, value in fields.items()}
     line["event"] = event

@@ -9,10 +9,12 @@ import re
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+import structlog
 from hypothesis import given
 from hypothesis import strategies as st
 
-from authsrv.logs import _Clock, configure_logging, get_logger, info_line, mask_text
+from authsrv.logs import _Clock, _Lines, configure_logging, get_logger, info_line, mask_text
 from simulators.terminal import build_request
 from tests.helpers import Provisioned, RawClient, run_cli, running_host, scan_for
 
@@ -133,3 +135,12 @@ def test_log_timestamps_are_structlogs_iso_utc(ns: int) -> None:
     datetime's ISO form, microseconds left out when they are zero, "Z" for UTC."""
     when = datetime.fromtimestamp(ns // 10**9, tz=UTC).replace(microsecond=ns // 1000 % 10**6)
     assert _Clock().at(ns) == when.isoformat().replace("+00:00", "Z")
+
+
+def test_request_line_without_configured_logging_goes_to_structlog(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_Lines, "writer", None)
+    with structlog.testing.capture_logs() as logs:
+        info_line("request", {"mti": "0200", "rc": "00"})
+    assert logs == [{"event": "request", "log_level": "info", "mti": "0200", "rc": "00"}]
