@@ -87,11 +87,12 @@ class _Clock:
     (``2026-11-22T18:50:48.907355Z``; no fraction in a whole second), with the date and time
     of day formatted once a second instead of through a datetime per line."""
 
-    __slots__ = ("_prefix", "_second")
+    __slots__ = ("_second",)
 
     def __init__(self) -> None:
-        self._second = -1
-        self._prefix = ""
+        # (second, its formatted date and time), swapped whole: the event loop and the writer
+        # thread both log, and neither may pair one second with another's text.
+        self._second: tuple[int, str] = (-1, "")
 
     def now(self) -> str:
         return self.at(time.time_ns())
@@ -99,10 +100,12 @@ class _Clock:
     def at(self, ns: int) -> str:
         """The timestamp of ``ns`` nanoseconds since the epoch."""
         second, micros = divmod(ns // 1000, 1_000_000)
-        if second != self._second:
-            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-            self._second = second
-        return f"{self._prefix}.{micros:06d}Z" if micros else f"{self._prefix}Z"
+        cached = self._second
+        if cached[0] != second:
+            cached = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+            self._second = cached
+        prefix = cached[1]
+        return f"{prefix}.{micros:06d}Z" if micros else f"{prefix}Z"
 
     def __call__(
         self, _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
