@@ -231,6 +231,26 @@ def _parse_mix(text: str) -> dict[str, float]:
     return {op: w / total for op, w in weights.items() if w > 0}
 
 
+def _workload(
+    args: argparse.Namespace,
+    mix: dict[str, float],
+    hot: tuple[float, float],
+    seed: int,
+    pin_share: float,
+) -> Any:
+    """The generator's workload, for a load run and for ``--stages`` alike."""
+    from bench.generator import Workload
+
+    return Workload(
+        mix=mix,
+        hot_requests=hot[0],
+        hot_cards=hot[1],
+        retransmit_share=args.retransmit_share,
+        seed=seed,
+        pin_share=pin_share,
+    )
+
+
 def _parse_hot(args: argparse.Namespace) -> tuple[float, float]:
     from bench.provision import BenchError
 
@@ -347,7 +367,7 @@ def _say(text: str) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from bench.clients import LoadResult, run_clients
-    from bench.generator import ClientPlan, Workload
+    from bench.generator import ClientPlan
     from bench.host import cpu_seconds, process_tree, serve_supports_workers, start_echo, start_host
     from bench.provision import (
         LAYOUT_FILE,
@@ -387,14 +407,7 @@ def _run(args: argparse.Namespace) -> int:
                 f"add them with `authsrv bench --data {args.data} --provision-only "
                 f"--terminals {terminals}` (it adds terminals to a store in use)"
             )
-    workload = Workload(
-        mix=mix,
-        hot_requests=hot_requests,
-        hot_cards=hot_cards,
-        retransmit_share=args.retransmit_share,
-        seed=layout.seed,
-        pin_share=args.pin_share,
-    )
+    workload = _workload(args, mix, (hot_requests, hot_cards), layout.seed, args.pin_share)
     report: dict[str, Any] = {
         "bench": {
             "mode": "open" if open_loop else "closed",
@@ -672,7 +685,6 @@ def _clearing(args: argparse.Namespace) -> int:
 
 def _stages(args: argparse.Namespace, mix: dict[str, float]) -> int:
     """``--stages REQUESTS``: the CPU of each stage of the host's path, without sockets."""
-    from bench.generator import Workload
     from bench.provision import BenchError, CardNumbers, provision
     from bench.report import cores_available
     from bench.stages import run_stages
@@ -684,14 +696,7 @@ def _stages(args: argparse.Namespace, mix: dict[str, float]) -> int:
     if args.port is not None or args.security != "none":
         raise BenchError("--stages runs the host's code in the bench: no --port, no --security")
     layout = _layout(args, args.terminals)
-    hot_requests, hot_cards = _parse_hot(args)
-    workload = Workload(
-        mix=mix,
-        hot_requests=hot_requests,
-        hot_cards=hot_cards,
-        retransmit_share=args.retransmit_share,
-        seed=layout.seed,
-    )
+    workload = _workload(args, mix, _parse_hot(args), layout.seed, pin_share=0.0)
     temp = Path(tempfile.mkdtemp(prefix="authsrv-bench-")) if args.data is None else None
     store = temp / "store" if temp is not None else args.data
     try:
