@@ -23,6 +23,7 @@ difference is that path.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -86,8 +87,8 @@ class _CommitTimer:
         self.commit_s = self.commit_cpu_s = 0.0
 
     @contextmanager
-    def write(self, **kwargs: Any) -> Iterator[Any]:
-        with self._write(**kwargs) as led:
+    def write(self, *args: Any, **kwargs: Any) -> Iterator[Any]:
+        with self._write(*args, **kwargs) as led:
             yield led
             # The body is done: what follows is the commit and the meta page sync.
             wall, cpu = time.perf_counter(), time.thread_time()
@@ -122,11 +123,16 @@ def run_stages(
     )
     with open(os.devnull, "w") as sink:
         configure_logging("info", sink)
-        host = open_host(cfg)
         try:
-            return _run(host, layout, numbers, workload, requests, batch_size)
+            host = open_host(cfg)
+            try:
+                return _run(host, layout, numbers, workload, requests, batch_size)
+            finally:
+                host.close()
         finally:
-            host.close()
+            # The sink closes: whatever is logged after it (the CLI's report of an error
+            # raised here) goes to stderr.
+            configure_logging("info", sys.stderr)
 
 
 def _run(

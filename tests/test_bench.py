@@ -4,6 +4,7 @@ passes ``authsrv check`` (a smoke test: no timing is asserted)."""
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from pathlib import Path
@@ -13,6 +14,7 @@ import iso8583
 import pytest
 from psec import tr31
 
+from authsrv.logs import configure_logging
 from bench.commands import _parse_mix
 from bench.generator import REDEEM_AMOUNTS
 from bench.provision import BENCH_PIN, PAN_LEN, PREFIX, BenchError, CardNumbers
@@ -543,6 +545,31 @@ def test_stages_bench_sends_the_workload_through_each_stage(tmp_path: Path) -> N
     assert check.returncode == 0, check.stdout + check.stderr
     numbers = CardNumbers(1, 200)
     assert scan_for([data], [numbers.slice(i).decode() for i in range(200)]) == []
+
+
+def test_an_error_in_a_stages_run_is_logged_by_the_cli_as_itself(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The stages run logs to a sink of its own that closes when the run ends: an error from
+    the run is still the one the CLI logs and raises (not a write to the closed sink)."""
+    from authsrv.cli import main
+    from bench import stages
+
+    data = tmp_path / "bench"
+    out = run_cli("bench", "--provision-only", "--cards", "200", "--data", str(data), timeout=60)
+    assert out.returncode == 0, out.stderr[-3000:]
+
+    def broken(*_args: Any) -> None:
+        raise RuntimeError("the stage broke")
+
+    monkeypatch.setattr(stages, "_run", broken)
+    try:
+        with pytest.raises(RuntimeError, match="the stage broke"):
+            main(["bench", "--stages", "10", "--cards", "200", "--data", str(data)])
+        err = capsys.readouterr().err
+        assert '"event":"unexpected_error"' in err and "RuntimeError: the stage broke" in err
+    finally:
+        configure_logging("info", io.StringIO())
 
 
 @pytest.mark.parametrize(
