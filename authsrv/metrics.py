@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+if TYPE_CHECKING:
+    from authsrv.store import LockTimes
 
 __all__ = ["Metrics"]
 
@@ -99,6 +102,23 @@ class Metrics:
         self.commit_duration = Histogram(
             "authsrv_commit_duration_seconds",
             "One batch: decide every request, write, commit with sync",
+            buckets=_COMMIT_BUCKETS_S,
+            registry=r,
+        )
+        # One write lock for every process of the host: the sum of these over all workers,
+        # as a rate, is the share of the time the lock was held (near 1: more workers cannot
+        # commit more; docs/performance.md, "The write lock").
+        self.write_lock_wait = Histogram(
+            "authsrv_write_lock_wait_seconds",
+            "One write transaction (a batch or an API job): waiting for LMDB's write lock, "
+            "held by another worker or an administrative command",
+            buckets=_COMMIT_BUCKETS_S,
+            registry=r,
+        )
+        self.write_lock_held = Histogram(
+            "authsrv_write_lock_held_seconds",
+            "One write transaction (a batch or an API job): holding LMDB's write lock, from "
+            "its start to its commit's data sync",
             buckets=_COMMIT_BUCKETS_S,
             registry=r,
         )
@@ -233,6 +253,11 @@ class Metrics:
             ["bucket"],
             registry=r,
         )
+
+    def lock_times(self, times: LockTimes) -> None:
+        """Count one committed write transaction's wait for the write lock and its hold."""
+        self.write_lock_wait.observe(times.wait_s)
+        self.write_lock_held.observe(times.held_s)
 
     def count_request(self, mti: str, rc: str) -> None:
         """One answered request: ``requests.labels(mti, rc).inc()``."""

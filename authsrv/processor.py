@@ -53,7 +53,7 @@ from authsrv.model import (
     card_account,
 )
 from authsrv.products import governing_product
-from authsrv.store import Ledger, LedgerStore, StoreFull
+from authsrv.store import Ledger, LedgerStore, LockTimes, StoreFull
 from keys import KeyStore, KeyStoreError, SecurityViolation, Session
 from keys.keystore import ACTIVATION_SALT_LEN, NO_SECURITY, RETIRED_KEYS_MAX
 from protocol.cards import luhn_valid, mask_pan
@@ -375,8 +375,9 @@ class Processor:
         """
         started = time.perf_counter()
         now_ms = self.clock_ms()
+        lock = LockTimes()
         try:
-            with self.store.write() as led:
+            with self.store.write(lock) as led:
                 day = self.day_boundary(led, now_ms)
                 # Holds past their expiry no longer count against the available balance, even
                 # before the sweep gets to them (one cursor step when none has expired).
@@ -391,6 +392,7 @@ class Processor:
             return [Outcome(Decision("91", _op(p))) for p in batch]
         self.metrics.batch_size.observe(len(batch))
         self.metrics.commit_duration.observe(time.perf_counter() - started)
+        self.metrics.lock_times(lock)
         for outcome in outcomes:
             if outcome.closed_batch is not None:
                 self._batch_closed(outcome.closed_batch)

@@ -55,7 +55,7 @@ from authsrv.model import (
 )
 from protocol.reconciliation import Totals
 
-__all__ = ["Ledger", "LedgerStore", "StoreError", "StoreFull", "check_ledger"]
+__all__ = ["Ledger", "LedgerStore", "LockTimes", "StoreError", "StoreFull", "check_ledger"]
 
 SCHEMA_VERSION = 1
 # meta: the first transfer written with account chain links (a store made before them has
@@ -811,6 +811,16 @@ class Ledger:
         return result
 
 
+@dataclass(slots=True)
+class LockTimes:
+    """One write transaction's time with LMDB's write lock, one lock for every process of
+    the host: waiting for it (another worker's or an administrative transaction held it),
+    and holding it (deciding, writing, the commit's data sync)."""
+
+    wait_s: float = 0.0
+    held_s: float = 0.0
+
+
 class LedgerStore:
     """The LMDB environment and its databases.
 
@@ -907,10 +917,14 @@ class LedgerStore:
             yield Ledger(txn, self._dbs)
 
     @contextmanager
-    def write(self) -> Iterator[Ledger]:
-        """A write transaction committed (with sync) on success, aborted on any exception."""
+    def write(self, times: LockTimes | None = None) -> Iterator[Ledger]:
+        """A write transaction committed (with sync) on success, aborted on any exception.
+        ``times``, when given, is filled in after a commit: how long the transaction waited
+        for LMDB's write lock and how long it held it."""
+        asked = time.perf_counter()
         try:
             with self.env.begin(write=True) as txn:
+                got = time.perf_counter()
                 led = Ledger(txn, self._dbs)
                 yield led
                 led.flush()
@@ -918,6 +932,8 @@ class LedgerStore:
             raise StoreFull(
                 f"store at {self.path} is full; raise store.map_size_mib and restart"
             ) from None
+        if times is not None:
+            times.wait_s, times.held_s = got - asked, time.perf_counter() - got
         # Committed and the write lock released: now the meta page (module docstring).
         self.env.sync(True)
 

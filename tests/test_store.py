@@ -7,6 +7,8 @@ import csv
 import os
 import re
 import stat
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,7 +29,7 @@ from authsrv.model import (
     card_account,
     store_account,
 )
-from authsrv.store import Ledger, LedgerStore, StoreError, StoreFull, check_ledger
+from authsrv.store import Ledger, LedgerStore, LockTimes, StoreError, StoreFull, check_ledger
 from keys import KeyStore, KeyStoreError, check_value, load_kek, new_key_blocks
 from protocol.cards import luhn_check_digit
 from tests.helpers import Provisioned, gift_product, provision, scan_for, store_snapshot
@@ -300,6 +302,34 @@ def test_a_failed_write_transaction_leaves_nothing(prov: Provisioned) -> None:
     finally:
         s.close()
     assert store_snapshot(prov.data) == before
+
+
+def test_a_write_reports_its_wait_for_the_lock_and_its_hold(store: LedgerStore) -> None:
+    """A transaction that starts while another thread holds the write lock waits for its
+    commit; the times are filled in after its own commit, and not after an abort."""
+    holding, hold_s = threading.Event(), 0.15
+    first = LockTimes()
+
+    def hold_the_lock() -> None:
+        with store.write(first) as led:
+            led.next_seq("card")
+            holding.set()
+            time.sleep(hold_s)
+
+    holder = threading.Thread(target=hold_the_lock)
+    holder.start()
+    assert holding.wait(5)
+    second = LockTimes()
+    with store.write(second) as led:
+        led.next_seq("card")
+    holder.join()
+    assert first.held_s >= hold_s and first.wait_s < hold_s
+    assert hold_s / 2 < second.wait_s <= first.held_s + 0.05
+    assert 0 < second.held_s < hold_s
+    aborted = LockTimes()
+    with pytest.raises(RuntimeError), store.write(aborted):
+        raise RuntimeError("aborted")
+    assert aborted == LockTimes()
 
 
 # -- card data at rest (DESIGN §6) -----------------------------------------------------------
