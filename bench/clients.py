@@ -65,6 +65,9 @@ class LoadResult:
     machine_busy_s: float = 0.0  # every process on the machine, in the measured window
     machine_steal_s: float = 0.0
     others: list[tuple[str, float]] = field(default_factory=list)  # (command, CPU seconds)
+    # The host's writers in the window, from its metrics (bench.host.writer_figures); None
+    # for the echo server and a host the bench did not start.
+    writer: dict[str, float] | None = None
     failures: list[str] = field(default_factory=list)
 
     @property

@@ -368,7 +368,15 @@ def _say(text: str) -> None:
 def _run(args: argparse.Namespace) -> int:
     from bench.clients import LoadResult, run_clients
     from bench.generator import ClientPlan
-    from bench.host import cpu_seconds, process_tree, serve_supports_workers, start_echo, start_host
+    from bench.host import (
+        cpu_seconds,
+        process_tree,
+        serve_supports_workers,
+        start_echo,
+        start_host,
+        writer_figures,
+        writer_sample,
+    )
     from bench.provision import (
         LAYOUT_FILE,
         BenchError,
@@ -510,7 +518,13 @@ def _run(args: argparse.Namespace) -> int:
                 for c in range(k)
             ]
 
-        def run(label: str, target: tuple[str, int], echo: bool, pids: list[int]) -> LoadResult:
+        def run(
+            label: str,
+            target: tuple[str, int],
+            echo: bool,
+            pids: list[int],
+            metrics_url: str | None = None,
+        ) -> LoadResult:
             rate = args.rate if not echo else None  # the echo baseline: as fast as it goes
             result = LoadResult(
                 label=label,
@@ -521,15 +535,23 @@ def _run(args: argparse.Namespace) -> int:
                 rate_per_s=rate or 0.0,
             )
 
+            writes: list[dict[str, float] | None] = []
+
             def sample() -> dict[int, float]:
+                # At the measured window's edges: the host's CPU and its writers' figures.
+                if metrics_url is not None:
+                    writes.append(writer_sample(metrics_url))
                 return cpu_seconds([p for root in pids for p in process_tree(root)])
 
-            return run_clients(
+            run_clients(
                 plans(*target, echo=echo, rate=rate),
                 numbers,
                 result,
                 server_cpu=sample if pids else None,
             )
+            if len(writes) >= 2:
+                result.writer = writer_figures(writes[0], writes[1], args.duration)
+            return result
 
         if not args.echo_only:
             if external:
@@ -580,7 +602,9 @@ def _run(args: argparse.Namespace) -> int:
                 with host:
                     pids = process_tree(host.pid)
                     _say(f"host listening on 127.0.0.1:{host.port} (pids {pids})")
-                    result = run("host", ("127.0.0.1", host.port), False, [host.pid])
+                    result = run(
+                        "host", ("127.0.0.1", host.port), False, [host.pid], host.metrics_url
+                    )
                     alive = host.alive()
                 code = host.returncode
                 report["host"] = {

@@ -13,9 +13,12 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench.provision import BenchError
 
@@ -24,10 +27,13 @@ __all__ = [
     "cpu_seconds",
     "every_process_cpu",
     "machine_cpu_seconds",
+    "parse_writer_sample",
     "process_tree",
     "serve_supports_workers",
     "start_echo",
     "start_host",
+    "writer_figures",
+    "writer_sample",
 ]
 
 STARTUP_TIMEOUT_S = 60.0  # a host on a large store opens it quickly; workers take longer
@@ -48,6 +54,7 @@ class Server:
         self.log_path = log_path
         self.log_offset = log_offset  # logs are appended to: earlier runs' lines come before
         self.port = 0
+        self.metrics_url: str | None = None  # from a {"event": "metrics", "url": ...} line
         self.returncode: int | None = None
 
     def wait_listening(self) -> int:
@@ -68,6 +75,8 @@ class Server:
                     event = json.loads(raw)
                 except ValueError:
                     continue
+                if event.get("event") == "metrics" and "worker" not in event:
+                    self.metrics_url = str(event["url"])
                 # With --workers each worker logs its own line; the supervisor's has no "worker".
                 if event.get("event") == "listening" and "worker" not in event:
                     self.port = int(event["port"])
@@ -143,19 +152,78 @@ def start_host(
     map_size_mib: int,
     demo_mode: bool,
 ) -> Server:
-    """``authsrv serve`` on 127.0.0.1, any free port, metrics off; durability as configured
+    """``authsrv serve`` on 127.0.0.1, any free port, its metrics on 127.0.0.1 on another
+    (read at the measured window's edges: :func:`writer_figures`); durability as configured
     (the store always commits with sync). ``demo_mode`` serves terminals without a security
     profile (``--security none``); with a profile the host runs as in production."""
     args = [sys.executable, "-m", "authsrv", "serve", "--data", str(data), "--port", "0"]
     if workers > 1:
         args += ["--workers", str(workers)]
     env = {
-        "AUTHSRV_METRICS_ENABLED": "false",
+        "AUTHSRV_METRICS_ENABLED": "true",
+        "AUTHSRV_METRICS_HOST": "127.0.0.1",
+        "AUTHSRV_METRICS_PORT": "0",
         "AUTHSRV_LOG_REQUESTS": "true" if log_requests else "false",
         "AUTHSRV_STORE_MAP_SIZE_MIB": str(map_size_mib),
         "AUTHSRV_SECURITY_DEMO_MODE": "true" if demo_mode else "false",
     }
     return _start("host", args, log_path, env)
+
+
+# The host's write figures, as sums and counts of its histograms (prometheus text format).
+_WRITER_SERIES = (
+    "authsrv_commit_batch_size_sum",
+    "authsrv_commit_batch_size_count",
+    "authsrv_commit_duration_seconds_sum",
+    "authsrv_write_lock_wait_seconds_sum",
+    "authsrv_write_lock_held_seconds_sum",
+)
+METRICS_TIMEOUT_S = 5.0
+
+
+def writer_sample(url: str) -> dict[str, float] | None:
+    """The host's write series now (None: its metrics could not be read). ``url`` is the one
+    the host logged: plain HTTP on 127.0.0.1."""
+    if not url.startswith("http://127.0.0.1:"):
+        return None
+    try:
+        with urllib.request.urlopen(url, timeout=METRICS_TIMEOUT_S) as resp:  # noqa: S310
+            text = resp.read().decode()
+    except (OSError, ValueError):
+        return None
+    return parse_writer_sample(text)
+
+
+def parse_writer_sample(text: str) -> dict[str, float] | None:
+    """The write series of a metrics page (None: one is missing, an older host)."""
+    found: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name in _WRITER_SERIES:
+                found[sample.name] = float(sample.value)
+    return found if len(found) == len(_WRITER_SERIES) else None
+
+
+def writer_figures(
+    start: dict[str, float] | None, end: dict[str, float] | None, wall_s: float
+) -> dict[str, float] | None:
+    """What the host's writers did between two samples: commits per second, requests per
+    commit, a batch's time in the writer (waiting for the write lock, deciding, committing
+    with both syncs) and its wait for the lock alone, and the share of the window the lock
+    was held (one lock for every worker: near 1, more workers cannot commit more)."""
+    if start is None or end is None or wall_s <= 0:
+        return None
+    d = {name: end[name] - start[name] for name in _WRITER_SERIES}
+    commits = d["authsrv_commit_batch_size_count"]
+    if commits <= 0:
+        return None
+    return {
+        "commits_per_s": round(commits / wall_s, 1),
+        "requests_per_commit": round(d["authsrv_commit_batch_size_sum"] / commits, 2),
+        "batch_ms": round(d["authsrv_commit_duration_seconds_sum"] * 1000 / commits, 3),
+        "lock_wait_ms": round(d["authsrv_write_lock_wait_seconds_sum"] * 1000 / commits, 3),
+        "lock_held_share": round(d["authsrv_write_lock_held_seconds_sum"] / wall_s, 3),
+    }
 
 
 def start_echo(log_path: Path) -> Server:

@@ -192,6 +192,7 @@ def load_section(result: LoadResult) -> dict[str, Any]:
             else None
         ),
         "server_cpu_cores": round(server_cpu / wall_s, 3) if server_cpu is not None else None,
+        "writer": result.writer,
         "generator": generator,
         "machine": _machine(result, wall_s, server_cpu, cpu_s),
         "client_failures": result.failures,
@@ -345,6 +346,14 @@ def _section_lines(section: dict[str, Any], unit: str) -> list[str]:
         lines.append(
             f"server CPU     {section['server_cpu_us_per_request']:,.1f} µs per request "
             f"({section['server_cpu_cores']:.2f} cores)"
+        )
+    w = section.get("writer")
+    if w:
+        lines.append(
+            f"writer         {w['commits_per_s']:,.0f} commits/s, {w['requests_per_commit']:.1f} "
+            f"requests per commit, {w['batch_ms']:.2f} ms per batch (lock wait "
+            f"{w['lock_wait_ms']:.2f} ms of it), write lock held {w['lock_held_share']:.0%} "
+            "of the time"
         )
     gen_line = (
         f"generator      {gen['processes']} process(es), "

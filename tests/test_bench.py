@@ -17,6 +17,7 @@ from psec import tr31
 from authsrv.logs import configure_logging
 from bench.commands import _parse_mix
 from bench.generator import REDEEM_AMOUNTS
+from bench.host import parse_writer_sample, writer_figures, writer_sample
 from bench.provision import BENCH_PIN, PAN_LEN, PREFIX, BenchError, CardNumbers
 from bench.report import parse_slo, render_text, warnings_for
 from bench.security import KEYS_FILE, KeyChangeError, Sealer, TerminalKeyset
@@ -341,6 +342,39 @@ def test_a_run_mostly_of_declines_is_flagged(rc: dict[str, int], warned: bool) -
     assert all(w.startswith("main run: only") for w in flagged)
 
 
+def test_writer_figures_come_from_the_hosts_own_metrics() -> None:
+    """The window's writer figures are differences of the host's histograms, under the names
+    the host exports them by."""
+    from prometheus_client import generate_latest
+
+    from authsrv.metrics import Metrics
+    from authsrv.store import LockTimes
+
+    metrics = Metrics()
+    before = parse_writer_sample(generate_latest(metrics.registry).decode())
+    for size, wait_s, held_s in ((10, 0.001, 0.002), (30, 0.003, 0.004)):
+        metrics.batch_size.observe(size)
+        metrics.commit_duration.observe(wait_s + held_s + 0.0005)
+        metrics.lock_times(LockTimes(wait_s, held_s))
+    after = parse_writer_sample(generate_latest(metrics.registry).decode())
+    assert writer_figures(before, after, wall_s=0.5) == {
+        "commits_per_s": 4.0,
+        "requests_per_commit": 20.0,
+        "batch_ms": 5.5,
+        "lock_wait_ms": 2.0,
+        "lock_held_share": 0.012,
+    }
+    assert writer_figures(after, after, wall_s=0.5) is None  # no commit in the window
+    assert writer_figures(None, after, wall_s=0.5) is None  # the host's metrics unread
+    older = "\n".join(
+        line
+        for line in generate_latest(metrics.registry).decode().splitlines()
+        if "write_lock" not in line
+    )
+    assert parse_writer_sample(older) is None  # a host without the lock's histograms
+    assert writer_sample("http://example.org/metrics") is None  # only the host's own address
+
+
 def test_smoke_run_on_a_small_store(tmp_path: Path) -> None:
     data = tmp_path / "bench-store"
     out = run_cli(
@@ -382,6 +416,11 @@ def test_smoke_run_on_a_small_store(tmp_path: Path) -> None:
     assert latency["p50"] <= latency["p99"] <= latency["max"]
     assert result["server_cpu_us_per_request"] is not None
     assert result["generator"]["cpu_us_per_request"] is not None
+    # The host's writers in the window, read from its own metrics.
+    writer = result["writer"]
+    assert writer["commits_per_s"] > 0 and writer["requests_per_commit"] >= 1
+    assert 0 <= writer["lock_wait_ms"] < writer["batch_ms"]
+    assert 0 < writer["lock_held_share"] <= 1.05
     assert report["check"]["passed"] is True
     assert report["slo"]["passed"] is True
     assert report["exit_code"] == 0
@@ -436,7 +475,15 @@ def test_smoke_run_with_terminal_security(tmp_path: Path, profile: str) -> None:
     report = json.loads(out.stdout)
     assert report["bench"]["security"] == profile
     assert report["host"]["demo_mode"] is False
-    assert f"security: {profile}" in render_text(report).splitlines()[0]
+    text = render_text(report).splitlines()
+    assert f"security: {profile}" in text[0]
+    writer = report["result"]["writer"]
+    assert [ln for ln in text if ln.startswith("writer ")] == [
+        f"writer         {writer['commits_per_s']:,.0f} commits/s, "
+        f"{writer['requests_per_commit']:.1f} requests per commit, {writer['batch_ms']:.2f} ms "
+        f"per batch (lock wait {writer['lock_wait_ms']:.2f} ms of it), write lock held "
+        f"{writer['lock_held_share']:.0%} of the time"
+    ]
     result = report["result"]
     assert result["answered"] > 0 and result["retransmissions"] > 0
     assert result["errors"] == 0 and result["timeouts"] == 0, result["errors_by_kind"]
@@ -483,6 +530,7 @@ def test_echo_only(tmp_path: Path) -> None:
     assert echo["errors"] == 0 and echo["timeouts"] == 0
     assert set(echo["rc"]) == {"echo"}
     assert echo["server_cpu_us_per_request"] is not None
+    assert echo["writer"] is None  # an echo server has no writer
 
 
 def test_usage_errors_are_one_line() -> None:
