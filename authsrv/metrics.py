@@ -110,15 +110,15 @@ class Metrics:
         # commit more; docs/performance.md, "The write lock").
         self.write_lock_wait = Histogram(
             "authsrv_write_lock_wait_seconds",
-            "One write transaction (a batch or an API job): waiting for LMDB's write lock, "
-            "held by another worker or an administrative command",
+            "One write transaction of the writer (a batch, a sweep or an API job): waiting for "
+            "LMDB's write lock, held by another worker or an administrative command",
             buckets=_COMMIT_BUCKETS_S,
             registry=r,
         )
         self.write_lock_held = Histogram(
             "authsrv_write_lock_held_seconds",
-            "One write transaction (a batch or an API job): holding LMDB's write lock, from "
-            "its start to its commit's data sync",
+            "One write transaction of the writer (a batch, a sweep or an API job): holding "
+            "LMDB's write lock, from its start to its commit's data sync",
             buckets=_COMMIT_BUCKETS_S,
             registry=r,
         )

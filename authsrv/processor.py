@@ -814,7 +814,8 @@ class Processor:
         Returns (holds expired, records pruned).
         """
         now_ms = self.clock_ms()
-        with self.store.write() as led:
+        lock = LockTimes()
+        with self.store.write(lock) as led:
             day = self.day_boundary(led, now_ms)
             expired = led.expired_holds(now_ms, self.sweep_batch_max)
             for hold in expired:
@@ -824,6 +825,7 @@ class Processor:
             stored = led.dupes_count()
             swept = expire_cards_in(led, now_ms, self.sweep_batch_max) if self.expiry else None
         self.day_committed(day)
+        self.metrics.lock_times(lock)
         if swept is not None:
             self.metrics.cards_expired.inc(swept.expired)
             for account, amount in swept.moved.items():

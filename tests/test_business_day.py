@@ -358,8 +358,12 @@ def test_the_hosts_sweep_moves_expired_value_to_breakage(host: Host) -> None:
         card = led.card_by_hashes(host.proc.keys.pan_hashes(host.pans[0]))
         assert card is not None
         led.put_card(msgspec.structs.replace(card, expiry="2601"))  # ended January 2026
+    registry = host.proc.metrics.registry
+    held_before = registry.get_sample_value("authsrv_write_lock_held_seconds_count") or 0.0
     host.proc.sweep()
     host.proc.sweep()  # a second sweep moves nothing more
+    # Each sweep is a write transaction of its own, counted with the lock's other holders.
+    assert registry.get_sample_value("authsrv_write_lock_held_seconds_count") == held_before + 2
     with host.store.read() as led:
         expired = led.card(card.id)
         assert expired is not None and expired.state is CardState.EXPIRED
