@@ -146,6 +146,7 @@ def make_processor(
         pin_tries_max=cfg.security.pin_tries_max,
         day_clock=day_clock(cfg) if cfg.settlement.auto_cutover else None,
         expiry=cfg.settlement.expiry_sweep,
+        writer_nice=cfg.store.writer_nice,
     )
 
 

@@ -103,6 +103,11 @@ class StoreConfig:
     sweep_interval_s: int = 5
     # ... and how many of each at most per sweep (one write transaction).
     sweep_batch_max: int = 1000
+    # The scheduling priority (nice, -20..0) of the writer's thread while it decides and
+    # commits a batch, holding the write lock that every worker shares: the sooner the holder
+    # runs, the sooner the lock is free (docs/performance.md). Below 0 needs CAP_SYS_NICE;
+    # without it the host warns once and the writer keeps the process's priority.
+    writer_nice: int = 0
 
 
 @dataclass(slots=True)
@@ -305,6 +310,7 @@ def validate(cfg: Config) -> None:
     _range("store.hold_expiry_s", st.hold_expiry_s, 60, 366 * 86_400)
     _range("store.sweep_interval_s", st.sweep_interval_s, 1, 3600)
     _range("store.sweep_batch_max", st.sweep_batch_max, 1, 100_000)
+    _range("store.writer_nice", st.writer_nice, -20, 0)
     if st.hold_expiry_s > st.dup_window_s:
         raise ConfigError(
             "store.hold_expiry_s must not exceed store.dup_window_s: a hold would outlive the "

@@ -12,9 +12,12 @@ from __future__ import annotations
 import calendar
 import functools
 import hmac
+import os
 import secrets
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -159,6 +162,7 @@ class Processor:
         pin_tries_max: int = 3,
         day_clock: DayClock | None = None,
         expiry: bool = False,
+        writer_nice: int = 0,
     ) -> None:
         self.store = store
         self.keys = keys
@@ -177,6 +181,9 @@ class Processor:
         # _day_ends_ms; until then a batch pays one comparison for it.
         self.day_clock = day_clock
         self.expiry = expiry  # the sweep moves expired cards' value to breakage
+        # The writer thread's nice value while it decides and commits a batch (0: unchanged;
+        # set to 0 when the system refuses it).
+        self.writer_nice = writer_nice
         self._day_ends_ms = 0
         # A store from before time-first duplicate keys: until a duplicate window has passed,
         # a lookup that misses tries the earlier layout too (legacy_dup_key).
@@ -377,7 +384,7 @@ class Processor:
         now_ms = self.clock_ms()
         lock = LockTimes()
         try:
-            with self.store.write(lock) as led:
+            with self._writer_priority(), self.store.write(lock) as led:
                 day = self.day_boundary(led, now_ms)
                 # Holds past their expiry no longer count against the available balance, even
                 # before the sweep gets to them (one cursor step when none has expired).
@@ -397,6 +404,38 @@ class Processor:
             if outcome.closed_batch is not None:
                 self._batch_closed(outcome.closed_batch)
         return outcomes
+
+    @contextmanager
+    def _writer_priority(self) -> Iterator[None]:
+        """The calling thread at ``writer_nice`` for the block, then back at its own priority
+        (the thread is a pooled one: what else it runs keeps the process's priority).
+
+        Error handling: a refusal (no CAP_SYS_NICE for a value below 0) is logged once and
+        the writer goes on at its own priority.
+        """
+        nice = self.writer_nice
+        if not nice:
+            yield
+            return
+        tid = threading.get_native_id()
+        try:
+            own = os.getpriority(os.PRIO_PROCESS, tid)
+            os.setpriority(os.PRIO_PROCESS, tid, nice)
+        except OSError as exc:
+            self.writer_nice = 0
+            self.log.warning(
+                "writer_nice_refused",
+                writer_nice=nice,
+                error=exc.strerror,
+                detail="the writer keeps the process's priority; a value below 0 needs "
+                "CAP_SYS_NICE (or store.writer_nice = 0)",
+            )
+            yield
+            return
+        try:
+            yield
+        finally:
+            os.setpriority(os.PRIO_PROCESS, tid, own)
 
     def decide_in(self, led: Ledger, pending: Pending, now_ms: int) -> Outcome:
         """Decide and apply one request in the caller's write transaction, as a batch would:

@@ -360,6 +360,7 @@ class Server:
                             frame_size_max_bytes=s.frame_size_max_bytes,
                             idle_timeout_s=s.idle_timeout_s,
                             batch_size_max=self.cfg.store.batch_size_max,
+                            writer_nice=self.cfg.store.writer_nice,
                             **s.transport(),
                         )
                         assert self.port is not None  # set by bind()

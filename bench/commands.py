@@ -144,6 +144,14 @@ def add_bench_parser(sub: Any, add: Callable[..., argparse.ArgumentParser]) -> N
         default=1,
         help="host processes (passed as serve --workers where serve has it) (1)",
     )
+    s.add_argument(
+        "--writer-nice",
+        type=int,
+        default=0,
+        metavar="N",
+        help="the bench's host decides and commits at this nice value (store.writer_nice, "
+        "-20..0; below 0 needs CAP_SYS_NICE) (0)",
+    )
     s.add_argument("--host", default=None, help="a running host's address (with --port)")
     s.add_argument("--port", type=int, default=None, help="a running host's port")
     s.add_argument(
@@ -293,6 +301,13 @@ def _check_args(args: argparse.Namespace) -> None:
         raise BenchError("--retransmit-share must be at least 0 and below 1")
     if not 1 <= args.host_processes <= 64:
         raise BenchError("--host-processes must be between 1 and 64")
+    if not -20 <= args.writer_nice <= 0:
+        raise BenchError("--writer-nice must be between -20 and 0")
+    if args.writer_nice and args.port is not None:
+        raise BenchError(
+            "--writer-nice sets the bench's own host; set a running host's "
+            "store.writer_nice in its configuration"
+        )
     if args.echo and args.echo_only:
         raise BenchError("--echo-only already is the echo baseline; give one of them")
     if args.host is not None and args.port is None:
@@ -595,6 +610,7 @@ def _run(args: argparse.Namespace) -> int:
                     data,
                     log,
                     log_requests=args.log_requests,
+                    writer_nice=args.writer_nice,
                     workers=workers if has_workers else 1,
                     map_size_mib=map_size_mib_for(layout.cards),
                     demo_mode=args.security == "none",
@@ -615,6 +631,7 @@ def _run(args: argparse.Namespace) -> int:
                     "demo_mode": args.security == "none",
                     "durability": "sync (each commit on disk before its answers)",
                     "log_requests": args.log_requests,
+                    "writer_nice": args.writer_nice,
                     "log": str(log) if temp is None else None,
                     "pids": pids,
                     "alive_at_end": alive,

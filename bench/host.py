@@ -151,6 +151,7 @@ def start_host(
     workers: int,
     map_size_mib: int,
     demo_mode: bool,
+    writer_nice: int = 0,
 ) -> Server:
     """``authsrv serve`` on 127.0.0.1, any free port, its metrics on 127.0.0.1 on another
     (read at the measured window's edges: :func:`writer_figures`); durability as configured
@@ -166,6 +167,7 @@ def start_host(
         "AUTHSRV_LOG_REQUESTS": "true" if log_requests else "false",
         "AUTHSRV_STORE_MAP_SIZE_MIB": str(map_size_mib),
         "AUTHSRV_SECURITY_DEMO_MODE": "true" if demo_mode else "false",
+        "AUTHSRV_STORE_WRITER_NICE": str(writer_nice),
     }
     return _start("host", args, log_path, env)
 

@@ -422,7 +422,9 @@ def render_text(report: dict[str, Any]) -> str:
             lines.append(
                 f"host           authsrv serve at {host['address']}, {host['processes']} "
                 f"process(es), durability {host['durability']}, request log "
-                f"{'on' if host['log_requests'] else 'off'}, log {host['log']}"
+                f"{'on' if host['log_requests'] else 'off'}"
+                + (f", writer nice {host['writer_nice']}" if host.get("writer_nice") else "")
+                + f", log {host['log']}"
             )
         else:
             pids = ",".join(str(p) for p in host["pids"]) or "none given (--server-pid)"

@@ -405,7 +405,7 @@ def test_smoke_run_on_a_small_store(tmp_path: Path) -> None:
     host = report["host"]
     assert host["started_by_bench"] is True
     assert host["exit_code"] == 0
-    assert host["log_requests"] is True
+    assert host["log_requests"] is True and host["writer_nice"] == 0
     result = report["result"]
     assert result["answered"] > 0
     assert result["errors"] == 0 and result["timeouts"] == 0
@@ -466,6 +466,8 @@ def test_smoke_run_with_terminal_security(tmp_path: Path, profile: str) -> None:
         "0.1",
         "--pin-share",
         "0.5",
+        "--writer-nice",
+        "-5",
         "--json",
         "--slo",
         "max_errors=0,max_timeouts=0",
@@ -477,6 +479,14 @@ def test_smoke_run_with_terminal_security(tmp_path: Path, profile: str) -> None:
     assert report["host"]["demo_mode"] is False
     text = render_text(report).splitlines()
     assert f"security: {profile}" in text[0]
+    # The host was started with the writer's nice value (and said so when it began).
+    assert report["host"]["writer_nice"] == -5 and ", writer nice -5, " in text[2]
+    started = [
+        json.loads(line)
+        for line in (data / "host.log").read_text().splitlines()
+        if '"event":"listening"' in line
+    ]
+    assert [e["writer_nice"] for e in started] == [-5]
     writer = report["result"]["writer"]
     assert [ln for ln in text if ln.startswith("writer ")] == [
         f"writer         {writer['commits_per_s']:,.0f} commits/s, "
@@ -533,11 +543,20 @@ def test_echo_only(tmp_path: Path) -> None:
     assert echo["writer"] is None  # an echo server has no writer
 
 
-def test_usage_errors_are_one_line() -> None:
-    out = run_cli("bench", "--closed", "8", "--poisson")
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--closed", "8", "--poisson"), "--poisson goes with --rate"),
+        (("--writer-nice", "1"), "--writer-nice must be between -20 and 0"),
+        (("--writer-nice", "-21"), "--writer-nice must be between -20 and 0"),
+        (("--writer-nice", "-5", "--port", "9"), "--writer-nice sets the bench's own host"),
+    ],
+)
+def test_usage_errors_are_one_line(args: tuple[str, ...], message: str) -> None:
+    out = run_cli("bench", *args)
     assert out.returncode == 2
     assert out.stderr.strip().count("\n") == 0
-    assert "--poisson goes with --rate" in out.stderr
+    assert message in out.stderr
 
 
 def test_clearing_bench_writes_and_verifies_a_day(tmp_path: Path) -> None:

@@ -153,6 +153,7 @@ CONFIG_ERRORS: list[tuple[str, dict[str, str], dict[str, Any], list[str]]] = [
     ('[server]\nhost = "localhost"', {}, {}, ["server.host 'localhost' is not an IP address"]),
     ("[store]\nmap_size_mib = 8", {}, {}, ["store.map_size_mib is 8", "between 16 and"]),
     ("[store]\nbatch_size_max = 0", {}, {}, ["store.batch_size_max is 0"]),
+    ("[store]\nwriter_nice = 1", {}, {}, ["store.writer_nice is 1", "between -20 and 0"]),
     ("[metrics]\nport = 65536", {}, {}, ["metrics.port is 65536"]),
     ('[metrics]\nhost = "x"', {}, {}, ["metrics.host 'x' is not an IP address"]),
     ('[log]\nlevel = "loud"', {}, {}, ["log.level is 'loud'", "debug, info, warning or error"]),

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import io
+import os
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import lmdb
 import pytest
+from structlog.testing import capture_logs
 
 from authsrv.app import open_keys
 from authsrv.logs import configure_logging, get_logger
@@ -138,3 +142,79 @@ def test_requests_are_counted_per_mti_and_response_code() -> None:
 
     assert (count("0200", "00"), count("0200", "51"), count("0100", "00")) == (2.0, 1.0, 1.0)
     assert count("0100", "51") is None
+
+
+def _nice_inside_batches(
+    proc: Processor, provisioned: Provisioned, monkeypatch: pytest.MonkeyPatch, batches: int
+) -> list[int]:
+    """Run ``batches`` one-request batches in a thread of their own; the thread's nice value
+    while each decided (read inside its write transaction), then the thread's nice after."""
+    seen: list[int] = []
+    day_boundary = proc.day_boundary
+
+    def watched(*args: Any) -> Any:
+        seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        return day_boundary(*args)
+
+    monkeypatch.setattr(proc, "day_boundary", watched)
+
+    def run() -> None:
+        for n in range(batches):
+            pending = _pending(proc, "activate", provisioned.cards[n], 5000, f"{n + 1:06d}")
+            assert [o.decision.rc for o in proc.process_batch([pending])] == ["00"]
+        seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+
+    writer = threading.Thread(target=run)
+    writer.start()
+    writer.join()
+    return seen
+
+
+def test_the_writer_decides_at_writer_nice_and_returns_to_its_own_priority(
+    provisioned: Provisioned, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``store.writer_nice``: the batch's thread runs at it while deciding and committing,
+    then at the priority it had; the rest of the process is not touched. Raising a thread's
+    priority needs CAP_SYS_NICE: without it the refusal is logged once and batches go on."""
+    store = LedgerStore(provisioned.data, map_size_bytes=64 * 1024 * 1024)
+    own = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    proc = _processor(store)
+    proc.writer_nice = -5
+    try:
+        with capture_logs() as logs:
+            seen = _nice_inside_batches(proc, provisioned, monkeypatch, batches=2)
+    finally:
+        store.close()
+    refused = [e for e in logs if e["event"] == "writer_nice_refused"]
+    if refused:  # no CAP_SYS_NICE here: one warning, the writer at its own priority
+        assert len(refused) == 1 and refused[0]["writer_nice"] == -5
+        assert seen == [own, own, own] and proc.writer_nice == 0
+    else:
+        assert seen == [-5, -5, own] and proc.writer_nice == -5
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == own
+
+
+def test_a_refused_writer_nice_is_logged_once(
+    provisioned: Provisioned, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tries: list[int] = []
+
+    def refuse(_which: int, _who: int, value: int) -> None:
+        tries.append(value)
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "setpriority", refuse)
+    store = LedgerStore(provisioned.data, map_size_bytes=64 * 1024 * 1024)
+    proc = _processor(store)
+    proc.writer_nice = -10
+    own = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    try:
+        with capture_logs() as logs:
+            seen = _nice_inside_batches(proc, provisioned, monkeypatch, batches=3)
+    finally:
+        store.close()
+    assert tries == [-10]  # asked once; the next batches do not ask again
+    assert seen == [own] * 4
+    assert [e["error"] for e in logs if e["event"] == "writer_nice_refused"] == [
+        "Operation not permitted"
+    ]
