@@ -374,17 +374,24 @@ class Processor:
             return encode_message({"t": resp["t"], "39": "30", "44": pending.error.field44})
 
     # -- writer thread side ------------------------------------------------------------------
-    def process_batch(self, batch: list[Pending]) -> list[Outcome]:
+    def process_batch(
+        self, batch: list[Pending], more: Callable[[], list[Pending]] | None = None
+    ) -> list[Outcome]:
         """Decide and apply every request of ``batch`` in one transaction, then commit.
+        ``more``, when given, is called once the transaction holds the write lock; the
+        requests it returns join the batch (the answers are in the order of ``batch``, then
+        of those).
 
         Error handling: a full store answers the whole batch 91 and changes nothing; a broken
         invariant (AssertionError) aborts the transaction and propagates: the server stops.
         """
         started = time.perf_counter()
-        now_ms = self.clock_ms()
         lock = LockTimes()
         try:
             with self._writer_priority(), self.store.write(lock) as led:
+                if more is not None:
+                    batch = [*batch, *more()]
+                now_ms = self.clock_ms()  # the batch's time: once it holds the lock
                 day = self.day_boundary(led, now_ms)
                 # Holds past their expiry no longer count against the available balance, even
                 # before the sweep gets to them (one cursor step when none has expired).

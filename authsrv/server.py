@@ -8,9 +8,10 @@ sender task per connection sends what the socket did not take at once, and every
 TLS connection. At most ``inflight_per_connection_max`` + 1 requests of a connection wait to be
 answered; when the window is full the reader stops reading and TCP pushes back on the terminal.
 
-The writer takes everything that arrived while the previous commit ran, up to
-``batch_size_max``, decides it in one LMDB write transaction in a worker thread and commits with
-sync; only then are the answers of that batch released (DESIGN §2).
+The writer decides in a worker thread, in one LMDB write transaction per batch: once the
+transaction holds the write lock, it takes everything that has arrived, up to
+``batch_size_max``, so that what came in while another worker's commit held the lock joins
+this batch. It commits with sync; only then are the answers of that batch released (DESIGN §2).
 
 Limits and what happens when one is reached:
 
@@ -286,15 +287,20 @@ class Server:
         self._listeners: list[trio.SocketListener] = []
         self._tls = tls_context(cfg.server) if cfg.server.tls else None
         self._idle_scopes: set[trio.CancelScope] = set()
-        # Every connection has at most its window (inflight_per_connection_max + 1) waiting.
-        queue_max = cfg.server.connections_max * (cfg.server.inflight_per_connection_max + 1)
-        # Write jobs wait in slots of their own on top of that (see run_job).
+        # Requests for the writer, appended by the readers and taken by the writer thread once
+        # it holds the write lock (deque's append and popleft are atomic). Bounded by the
+        # windows: every connection has at most inflight_per_connection_max + 1 waiting.
+        self._arrived: deque[_Queued] = deque()
+        # Set when a request or a job arrives, or the writer is closed: the writer loop waits
+        # on a fresh one whenever it has nothing to do.
+        self._work = trio.Event()
+        # Write jobs wait in slots of their own (see run_job), in a channel of their own.
         self._job_slots = trio.Semaphore(cfg.api.write_queue_max)
         self._writer_closed = False
         self._jobs_running: list[WriteJob] = []
         self._services: list[Service] = []
-        self._writer_send, self._writer_recv = trio.open_memory_channel[_Queued | WriteJob](
-            queue_max + cfg.api.write_queue_max
+        self._writer_send, self._writer_recv = trio.open_memory_channel[WriteJob](
+            cfg.api.write_queue_max
         )
 
     async def bind(self) -> list[trio.SocketListener]:
@@ -379,6 +385,7 @@ class Server:
                 self.log.warning("drain_timeout", drain_timeout_s=s.drain_timeout_s)
             self._writer_closed = True
             await self._writer_send.aclose()
+            self._work.set()
             await writer_done.wait()
             outer.cancel_scope.cancel()
         self.log.info("stopped")
@@ -430,10 +437,11 @@ class Server:
         try:
             job = WriteJob(fn)
             try:
-                # Never blocks: the slots keep the jobs within their share of the queue.
+                # Never blocks: the slots keep the jobs within the channel's size.
                 self._writer_send.send_nowait(job)
             except (trio.ClosedResourceError, trio.BrokenResourceError):
                 raise WriterStopped("the host is stopping") from None
+            self._work.set()
             with trio.CancelScope(shield=True):
                 await job.done.wait()
         finally:
@@ -444,7 +452,6 @@ class Server:
         return result
 
     async def _writer_loop(self, done: trio.Event) -> None:
-        batch_max = self.cfg.store.batch_size_max
         sweep_every_s = self.cfg.store.sweep_interval_s
         next_sweep = trio.current_time()
         try:
@@ -456,49 +463,63 @@ class Server:
                                 self.processor.sweep, abandon_on_cancel=False
                             )
                             next_sweep = trio.current_time() + sweep_every_s
-                        first: _Queued | WriteJob | None = None
-                        with trio.move_on_at(next_sweep):
+                        # A fresh event before looking: what arrives after the look sets it.
+                        self._work = trio.Event()
+                        if self._arrived:
+                            await self._decide_arrived()
+                        jobs: list[WriteJob] = []
+                        closed = False
+                        while True:
                             try:
-                                first = await self._writer_recv.receive()
-                            except trio.EndOfChannel:
-                                return
-                        if first is None:
-                            continue  # time for the next sweep
-                        items = [first]
-                        while len(items) < batch_max:
-                            try:
-                                items.append(self._writer_recv.receive_nowait())
-                            except (trio.WouldBlock, trio.EndOfChannel):
+                                jobs.append(self._writer_recv.receive_nowait())
+                            except trio.WouldBlock:
                                 break
-                        await self._process(items)
+                            except trio.EndOfChannel:
+                                closed = True
+                                break
+                        if jobs:
+                            await self._jobs(jobs)
+                        elif closed and not self._arrived:
+                            return
+                        elif not self._arrived:
+                            with trio.move_on_at(next_sweep):
+                                await self._work.wait()
                 finally:
                     self._fail_jobs()
         finally:
             done.set()
 
-    async def _process(self, items: list[_Queued | WriteJob]) -> None:
-        """One batch of requests (one transaction), then the jobs (one transaction each).
-        Once a batch has committed, its answers are written here, connection by connection,
-        without waking a task per request."""
-        queued = [item for item in items if not isinstance(item, WriteJob)]
-        jobs = [item for item in items if isinstance(item, WriteJob)]
-        if queued:
-            batch = [pending for _conn, pending in queued]
-            outcomes = await trio.to_thread.run_sync(
-                self.processor.process_batch, batch, abandon_on_cancel=False
-            )
-            assert len(outcomes) == len(batch)
-            for pending, outcome in zip(batch, outcomes, strict=True):
-                pending.outcome = outcome
-                pending.done.set()
-            for conn in dict.fromkeys(conn for conn, _pending in queued):
-                self._answer(conn)
-        if jobs:
-            self._jobs_running = jobs
-            await trio.to_thread.run_sync(self._run_jobs, jobs, abandon_on_cancel=False)
-            self._jobs_running = []
-            for job in jobs:
-                job.done.set()
+    async def _decide_arrived(self) -> None:
+        """One batch of requests in one write transaction. The writer thread takes the batch
+        once it holds the write lock, so that what arrived while it waited for the lock
+        (another worker's commit) is decided in this commit, not the next. Once the batch has
+        committed, its answers are written here, connection by connection, without waking a
+        task per request."""
+        arrived, batch_max = self._arrived, self.cfg.store.batch_size_max
+        taken: list[_Queued] = []
+
+        def take() -> list[Pending]:
+            while arrived and len(taken) < batch_max:
+                taken.append(arrived.popleft())
+            return [pending for _conn, pending in taken]
+
+        outcomes = await trio.to_thread.run_sync(
+            self.processor.process_batch, [], take, abandon_on_cancel=False
+        )
+        assert len(outcomes) == len(taken)
+        for (_conn, pending), outcome in zip(taken, outcomes, strict=True):
+            pending.outcome = outcome
+            pending.done.set()
+        for conn in dict.fromkeys(conn for conn, _pending in taken):
+            self._answer(conn)
+
+    async def _jobs(self, jobs: list[WriteJob]) -> None:
+        """The jobs, one write transaction each, between batches."""
+        self._jobs_running = jobs
+        await trio.to_thread.run_sync(self._run_jobs, jobs, abandon_on_cancel=False)
+        self._jobs_running = []
+        for job in jobs:
+            job.done.set()
 
     def _run_jobs(self, jobs: list[WriteJob]) -> None:
         """In the writer thread: each job in a write transaction of its own (committed with
@@ -532,11 +553,9 @@ class Server:
         self._jobs_running = []
         while True:
             try:
-                item = self._writer_recv.receive_nowait()
+                left.append(self._writer_recv.receive_nowait())
             except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
                 break
-            if isinstance(item, WriteJob):
-                left.append(item)
         for job in left:
             if not job.finished:
                 job.error = WriterStopped("the writer stopped before the job committed")
@@ -701,8 +720,8 @@ class Server:
                     await conn.space.park()
                 queue.append(pending)
                 if pending.needs_writer:
-                    # Never blocks: the writer queue holds every window (see __init__).
-                    self._writer_send.send_nowait((conn, pending))
+                    self._arrived.append((conn, pending))
+                    self._work.set()
                 else:
                     self._answer(conn)
             if reader.error is not None:

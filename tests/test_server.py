@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import socket
+import threading
 import time
 import urllib.request
 from datetime import UTC, datetime
@@ -326,3 +327,52 @@ async def test_each_connection_is_counted_closed_once_by_its_cause(
     assert got["eof"] + got["peer"] == 2, got  # the reset may land before or after the answer
     assert got["eof"] >= 1 and got["idle"] == 1 and got["unreadable"] == 1, got
     assert sum(got.values()) == 4, got
+
+
+async def test_what_arrives_while_the_writer_waits_for_the_lock_joins_its_batch(
+    provisioned: Provisioned,
+) -> None:
+    """The writer takes its batch once it holds the write lock: a request that arrives while
+    another transaction (another worker's, here a thread's) holds the lock is decided in the
+    same commit as the one that was waiting, not in the next."""
+    async with serve_in_process(provisioned.data, clock_ms=_clock) as h:
+        registry = h.host.metrics.registry
+
+        def count(name: str) -> float:
+            return registry.get_sample_value(name) or 0.0
+
+        while count("authsrv_write_lock_held_seconds_count") < 1:  # the writer's first sweep
+            await trio.sleep(0.01)
+        holding, release = threading.Event(), threading.Event()
+
+        def hold_the_lock() -> None:
+            with h.host.store.write():
+                holding.set()
+                release.wait(10)
+
+        holder = threading.Thread(target=hold_the_lock)
+        holder.start()
+        assert holding.wait(5)
+        first, second = await h.connect(), await h.connect()
+        answers: dict[str, str] = {}
+
+        async def activate(client: TerminalConnection, pan: str, stan: str) -> None:
+            request = build_request(
+                "activate", terminal="T0000001", store="S0001", pan=pan, amount_minor=1000,
+                stan=stan, now=NOW,
+            )  # fmt: skip
+            answers[stan] = (await client.exchange(request))["39"]
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(activate, first, provisioned.cards[0], "000001")
+            await trio.sleep(0.2)  # the writer has taken it up and waits for the lock
+            nursery.start_soon(activate, second, provisioned.cards[1], "000002")
+            await trio.sleep(0.2)
+            assert answers == {}  # nothing is answered before its commit
+            release.set()
+        holder.join()
+        await first.__aexit__()
+        await second.__aexit__()
+        assert answers == {"000001": "00", "000002": "00"}
+        assert count("authsrv_commit_batch_size_count") == 1
+        assert count("authsrv_commit_batch_size_sum") == 2
