@@ -446,7 +446,7 @@ def check_fields(fields: Mapping[str, str]) -> None:
                 continue
             raise FormatError(int(key), "not numeric")
         check = FIELD_CHECKS.get(key)
-        if check is not None:
+        if check is not None:  # never an answer-only field (tests/test_protocol.py)
             check(int(key), value)
         elif key in RESPONSE_ONLY:
             raise FormatError(int(key), "not allowed")

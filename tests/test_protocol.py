@@ -20,10 +20,11 @@ import keys
 import protocol
 from protocol.cards import luhn_check_digit, luhn_valid, mask_pan
 from protocol.currency import CURRENCIES, format_minor, parse_major
-from protocol.dialect import HOUSE_ASCII, HOUSE_FIELDS
+from protocol.dialect import HOUSE_ASCII, HOUSE_FIELDS, RESPONSE_ONLY
 from protocol.errors import FormatError
 from protocol.framing import FrameError, FrameReader, Framing, encode_frame
 from protocol.messages import (
+    FIELD_CHECKS,
     Unreadable,
     check_fields,
     decode_fields,
@@ -153,6 +154,16 @@ def test_check_fields_names_the_lowest_bad_field(
     with pytest.raises(FormatError) as info:
         check_fields(fields)
     assert (info.value.field, info.value.reason) == (field, reason)
+
+
+@pytest.mark.parametrize("field", sorted(RESPONSE_ONLY))
+def test_every_answer_only_field_is_refused_in_a_request(field: str) -> None:
+    """check_fields tests its fields' syntax before "answer only": a request field's own check
+    must never let an answer-only field through (none of them has one)."""
+    assert field not in FIELD_CHECKS
+    with pytest.raises(FormatError) as info:
+        check_fields({**FULL_0200, field: "00"})
+    assert (info.value.field, info.value.reason) == (int(field), "not allowed")
 
 
 def test_parse_request_of_a_repeat_reversal() -> None:
