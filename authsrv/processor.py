@@ -386,9 +386,8 @@ class Processor:
         invariant (AssertionError) aborts the transaction and propagates: the server stops.
         """
         started = time.perf_counter()
-        lock = LockTimes()
         try:
-            with self._writer_priority(), self.store.write(lock) as led:
+            with self._writer_priority(), self.writing() as led:
                 if more is not None:
                     batch = [*batch, *more()]
                 now_ms = self.clock_ms()  # the batch's time: once it holds the lock
@@ -406,11 +405,19 @@ class Processor:
             return [Outcome(Decision("91", _op(p))) for p in batch]
         self.metrics.batch_size.observe(len(batch))
         self.metrics.commit_duration.observe(time.perf_counter() - started)
-        self.metrics.lock_times(lock)
         for outcome in outcomes:
             if outcome.closed_batch is not None:
                 self._batch_closed(outcome.closed_batch)
         return outcomes
+
+    @contextmanager
+    def writing(self) -> Iterator[Ledger]:
+        """A write transaction of the writer (a batch, a sweep or a job): committed with sync
+        on success, and then its wait for and hold of the write lock go to the metrics."""
+        lock = LockTimes()
+        with self.store.write(lock) as led:
+            yield led
+        self.metrics.lock_times(lock)
 
     @contextmanager
     def _writer_priority(self) -> Iterator[None]:
@@ -860,8 +867,7 @@ class Processor:
         Returns (holds expired, records pruned).
         """
         now_ms = self.clock_ms()
-        lock = LockTimes()
-        with self.store.write(lock) as led:
+        with self.writing() as led:
             day = self.day_boundary(led, now_ms)
             expired = led.expired_holds(now_ms, self.sweep_batch_max)
             for hold in expired:
@@ -871,7 +877,6 @@ class Processor:
             stored = led.dupes_count()
             swept = expire_cards_in(led, now_ms, self.sweep_batch_max) if self.expiry else None
         self.day_committed(day)
-        self.metrics.lock_times(lock)
         if swept is not None:
             self.metrics.cards_expired.inc(swept.expired)
             for account, amount in swept.moved.items():

@@ -52,7 +52,7 @@ import trio
 from authsrv.config import TLS_VERSIONS, Config, ServerConfig, load_tls_files
 from authsrv.metrics import Metrics
 from authsrv.processor import Pending, Processor
-from authsrv.store import Ledger, LockTimes
+from authsrv.store import Ledger
 from protocol.framing import FrameError, FrameReader, encode_frame
 from protocol.messages import Unreadable
 from settlement.clearing import ClearingFileError
@@ -528,9 +528,8 @@ class Server:
         processor = self.processor
         for job in jobs:
             now_ms = processor.clock_ms()
-            lock = LockTimes()
             try:
-                with processor.store.write(lock) as led:
+                with processor.writing() as led:
                     day = processor.day_boundary(led, now_ms)
                     job.result = job.fn(led)
             except AssertionError:
@@ -542,7 +541,6 @@ class Server:
                 continue
             job.finished = True
             processor.day_committed(day)
-            self.metrics.lock_times(lock)
             self.metrics.writer_jobs.labels("committed").inc()
 
     def _fail_jobs(self) -> None:
