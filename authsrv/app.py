@@ -14,6 +14,7 @@ from authsrv.metrics import Metrics
 from authsrv.processor import Processor
 from authsrv.server import Server
 from authsrv.store import LedgerStore
+from authsrv.storefs import filesystem_of
 from keys import (
     KeyStore,
     KeyStoreError,
@@ -159,6 +160,15 @@ def open_host(cfg: Config, worker: int | None = None) -> Host:
     metrics.watch_store_size(store.size_bytes, cfg.store.map_size_mib * MIB)
     processor = make_processor(cfg, store, keys, metrics, log)
     metrics.dupes_window.set(cfg.store.dup_window_s)
+    fs = filesystem_of(cfg.data_path)
+    if fs is not None and fs.in_memory and worker in (None, 0):
+        log.warning(
+            "store_in_memory",
+            filesystem=fs.type,
+            mount_point=fs.mount_point,
+            detail="every commit is synced, but the sync reaches no disk: a power loss or a "
+            "reboot loses the store; keep live cards on a disk",
+        )
     if cfg.security.demo_mode:
         log.warning(
             "demo_mode",

@@ -381,6 +381,7 @@ def _say(text: str) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from authsrv.storefs import durability, filesystem_of
     from bench.clients import LoadResult, run_clients
     from bench.generator import ClientPlan
     from bench.host import (
@@ -623,13 +624,19 @@ def _run(args: argparse.Namespace) -> int:
                     )
                     alive = host.alive()
                 code = host.returncode
+                store_fs = filesystem_of(data)
                 report["host"] = {
                     "started_by_bench": True,
                     "address": f"127.0.0.1:{host.port}",
                     "processes": workers if has_workers else 1,
                     "workers_option": has_workers,
                     "demo_mode": args.security == "none",
-                    "durability": "sync (each commit on disk before its answers)",
+                    "durability": durability(store_fs),
+                    "store_filesystem": (
+                        None
+                        if store_fs is None
+                        else {"type": store_fs.type, "mount_point": store_fs.mount_point}
+                    ),
                     "log_requests": args.log_requests,
                     "writer_nice": args.writer_nice,
                     "log": str(log) if temp is None else None,

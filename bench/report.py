@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from authsrv.storefs import MEMORY_FILESYSTEMS
 from bench.clients import LoadResult
 
 __all__ = [
@@ -220,6 +221,12 @@ def warnings_for(report: dict[str, Any]) -> list[str]:
     """Why a figure may not be the host's own (generator, machine, method)."""
     out: list[str] = []
     cores = report["machine"]["cores"]
+    fs = (report.get("host") or {}).get("store_filesystem")
+    if fs and fs["type"] in MEMORY_FILESYSTEMS:
+        out.append(
+            f"the store is on {fs['type']} at {fs['mount_point']} (memory): its commits cost no "
+            "disk time, so these figures are not those of a durable host; give --data on a disk"
+        )
     for name in ("result", "echo"):
         section = report.get(name)
         if not section:
